@@ -1,0 +1,252 @@
+"""Typed records: what the model is asked to fill in, and what the library writes out.
+
+Two families live here, and the difference matters:
+
+* **Drafts** (``Extraction`` and the ``*Draft`` models) are the JSON schema sent to the model as its one
+  tool. They hold verbatim ``quotes`` and nothing positional: the model is never asked for offsets.
+* **Records** (``Evidence``, ``Barrier``, ``Enabler``, ``Champion``, ``FailedExperiment``,
+  ``DocumentInsights``) are what ``insights`` returns and writes. Their names and fields are the interface
+  other tools read; fields may be added, never renamed. ``Evidence.start``/``end``/``match``/``section``
+  are set by :mod:`insights.grounding` from the document, never taken from the model.
+
+``SCHEMA_VERSION`` changes whenever a record or draft changes shape; it is part of every cache key and of
+every record's provenance.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = "1"
+
+Kind = Literal["barrier", "enabler", "champion", "failed_experiment"]
+KINDS: tuple[Kind, ...] = ("barrier", "enabler", "champion", "failed_experiment")
+
+#: One taxonomy shared by barriers and enablers (an enabler is often the same factor, present).
+Category = Literal[
+    "incentives_and_pay",
+    "leadership_and_sponsorship",
+    "skills_and_capacity",
+    "risk_culture_and_blame",
+    "bureaucracy_and_regulation",
+    "funding_and_resources",
+    "time_and_workload",
+    "coordination_and_silos",
+    "partnerships_and_trust",
+    "data_and_evidence",
+    "methods_and_tools",
+    "political_and_external_context",
+    "other",
+]
+#: Where the factor sits, after De Vries, Bekkers & Tummers (2016), "Innovation in the public sector".
+Level = Literal["individual", "organizational", "environmental", "interaction"]
+ChampionType = Literal["person", "organization", "team"]
+Sector = Literal["government", "academia", "private", "civil_society", "international", "community", "unknown"]
+MatchKind = Literal["exact", "normalized", "fuzzy"]
+
+Quotes = Annotated[
+    list[str],
+    Field(
+        min_length=1,
+        description="One to three short passages copied word for word from the document (not paraphrased), "
+        "each a sentence or clause that on its own supports the statement.",
+    ),
+]
+Statement = Annotated[
+    str, Field(min_length=1, description="One plain English sentence stating the insight in your own words.")
+]
+
+
+# --------------------------------------------------------------------------------------------------- drafts
+class _Draft(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    statement: Statement
+    quotes: Quotes
+
+
+class BarrierDraft(_Draft):
+    """Something that blocked or slowed innovation, as the document describes it."""
+
+    category: Category
+    level: Level
+
+
+class EnablerDraft(_Draft):
+    """Something that made innovation possible or easier, as the document describes it."""
+
+    category: Category
+    level: Level
+
+
+class ChampionDraft(_Draft):
+    """A named person, team or organization that actively pushed the innovation forward."""
+
+    name: str = Field(description="The name exactly as the document writes it.")
+    champion_type: ChampionType
+    affiliation: str = Field("", description="Organization the champion belongs to, if the document says.")
+    sector: Sector = "unknown"
+    contribution: str = Field(description="What the champion did, in one sentence.")
+
+
+class FailedExperimentDraft(_Draft):
+    """An experiment, pilot or initiative the authors say failed or fell short, and why."""
+
+    name: str = Field(description="The experiment's name or a short label for it.")
+    what_was_tried: str
+    why_it_failed: str
+    lesson: str = Field("", description="The lesson the authors draw, if they state one.")
+
+
+class Extraction(BaseModel):
+    """Every barrier, enabler, champion and failed experiment the document itself states."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    barriers: list[BarrierDraft] = Field(default_factory=list)
+    enablers: list[EnablerDraft] = Field(default_factory=list)
+    champions: list[ChampionDraft] = Field(default_factory=list)
+    failed_experiments: list[FailedExperimentDraft] = Field(default_factory=list)
+
+
+DRAFT_FIELDS: dict[Kind, str] = {
+    "barrier": "barriers",
+    "enabler": "enablers",
+    "champion": "champions",
+    "failed_experiment": "failed_experiments",
+}
+
+
+# -------------------------------------------------------------------------------------------------- records
+class Evidence(BaseModel):
+    """A quote and where it stands in ``Document.text``: ``text[start:end]`` is the located passage."""
+
+    quote: str = Field(description="The passage as the model returned it.")
+    start: int = Field(ge=0, description="Offset of the located passage in Document.text (set by the library).")
+    end: int = Field(ge=0, description="End offset, exclusive (set by the library).")
+    match: MatchKind = Field(description="How the quote was found: exact, normalized or fuzzy.")
+    score: float = Field(100.0, description="Similarity of quote and located passage, 0-100 (100 unless fuzzy).")
+    section: str = Field("", description="The '## section' / '> question' the passage falls in.")
+
+
+class _Insight(BaseModel):
+    statement: str
+    evidence: list[Evidence] = Field(min_length=1)
+
+
+class Barrier(_Insight):
+    """Something that blocked or slowed innovation."""
+
+    kind: Literal["barrier"] = "barrier"
+    category: Category
+    level: Level
+
+
+class Enabler(_Insight):
+    """Something that made innovation possible or easier."""
+
+    kind: Literal["enabler"] = "enabler"
+    category: Category
+    level: Level
+
+
+class Champion(_Insight):
+    """A person, team or organization that pushed innovation forward."""
+
+    kind: Literal["champion"] = "champion"
+    name: str
+    champion_type: ChampionType
+    affiliation: str = ""
+    sector: Sector = "unknown"
+    contribution: str = ""
+
+
+class FailedExperiment(_Insight):
+    """An experiment the authors say failed, why, and what they learned."""
+
+    kind: Literal["failed_experiment"] = "failed_experiment"
+    name: str
+    what_was_tried: str
+    why_it_failed: str
+    lesson: str = ""
+
+
+Insight = Annotated[Union[Barrier, Enabler, Champion, FailedExperiment], Field(discriminator="kind")]
+RECORD_TYPES: dict[Kind, type[_Insight]] = {
+    "barrier": Barrier,
+    "enabler": Enabler,
+    "champion": Champion,
+    "failed_experiment": FailedExperiment,
+}
+
+
+class Rejected(BaseModel):
+    """An insight the model proposed that the library did not keep, and why."""
+
+    kind: Kind
+    draft: dict[str, Any] = Field(description="The insight as the model returned it.")
+    reason: str
+
+
+class Usage(BaseModel):
+    """Tokens spent on one document, summed over every call (re-asks and chunks included)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    calls: int = 0
+    cached_calls: int = 0
+    cost_usd: float | None = None
+
+
+class Provenance(BaseModel):
+    """Where a result came from, so it can be reproduced and audited."""
+
+    model: str
+    prompt_version: str
+    schema_version: str = SCHEMA_VERSION
+    library_version: str = ""
+    content_hash: str = ""
+    chunks: int = 1
+    usage: Usage = Field(default_factory=Usage)
+    latency_s: float = 0.0
+    extracted_at: str = Field("", description="UTC time, ISO 8601.")
+
+
+class DocumentInsights(BaseModel):
+    """Everything extracted from one document."""
+
+    document_id: str
+    title: str = ""
+    barriers: list[Barrier] = Field(default_factory=list)
+    enablers: list[Enabler] = Field(default_factory=list)
+    champions: list[Champion] = Field(default_factory=list)
+    failed_experiments: list[FailedExperiment] = Field(default_factory=list)
+    rejected: list[Rejected] = Field(default_factory=list)
+    provenance: Provenance
+
+    def insights(self) -> list[Barrier | Enabler | Champion | FailedExperiment]:
+        """All kept insights, in kind order."""
+        return [*self.barriers, *self.enablers, *self.champions, *self.failed_experiments]
+
+
+class InsightRecord(BaseModel):
+    """One line of ``insights extract`` output: an insight with its document's identity.
+
+    The insight's own fields (``statement``, ``category``…) sit at the top level beside these.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    document_id: str
+    kind: Kind
+    statement: str
+    evidence: list[Evidence]
+    title: str = ""
+    type: str = ""
+    year: str = ""
+    country: str = ""
+    content_hash: str = ""
+    model: str = ""
+    prompt_version: str = ""
