@@ -1,0 +1,444 @@
+"""The model call: the only module that imports ``openai`` and ``instructor``.
+
+One :meth:`ModelClient.complete` is one structured call as instructor sees it: a request, and re-asks
+while the answer fails validation (``Settings.reasks`` of them). Underneath, every HTTP request goes
+through :meth:`ModelClient._send`, which owns, in this order:
+
+1. the **cache**: the request is keyed (see :mod:`insights.cache` for the key contract) and a stored
+   completion is returned without touching the network; instructor then parses and validates it again,
+   so a fixed validator applies to cached answers for free;
+2. **offline mode**: a miss raises :class:`~insights.errors.CacheMiss` instead of calling out;
+3. **transport retries**, owned here and nowhere else (the SDK's ``max_retries`` is 0): connection
+   errors, timeouts, 408/409/429 and 5xx are retried with exponential backoff and jitter, honouring
+   ``Retry-After``; ``insufficient_quota``, 400/401/403/404/422 and content-filter refusals are not;
+4. the **call log**: every request, hit or miss, success or failure, with tokens, latency and cost.
+
+Completions that end in ``length``, ``content_filter`` or a refusal raise
+:class:`~insights.errors.OutputRejected` and are never cached; when a whole structured call fails, the
+completions it stored are removed again, so a failure is never replayed from the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import instructor
+import openai
+from instructor.core.exceptions import InstructorRetryException
+from pydantic import BaseModel, ValidationError
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+from .cache import Cache, CallRecord, request_key
+from .config import Settings, resolve_settings
+from .errors import (
+    AuthError,
+    CacheMiss,
+    ConfigError,
+    InsightsError,
+    InvalidOutput,
+    ModelError,
+    OutputRejected,
+    QuotaExceeded,
+    RequestRejected,
+    TransportError,
+)
+from .pricing import Price, cost, load_prices
+from .schema import SCHEMA_VERSION
+
+log = logging.getLogger("insights.client")
+T = TypeVar("T", bound=BaseModel)
+
+MODE = instructor.Mode.TOOLS
+MAX_BACKOFF_S = 60.0
+_NOT_KEYED = {"timeout", "extra_headers", "extra_query", "extra_body", "stream"}
+
+
+@dataclass
+class CallLedger:
+    """What one structured call cost: filled in by every HTTP request it made (cached or not)."""
+
+    document_id: str = ""
+    calls: int = 0
+    cached_calls: int = 0
+    http_attempts: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    latency_s: float = 0.0
+    stored_keys: list[str] = field(default_factory=list)
+
+    def add(self, other: CallLedger) -> None:
+        """Fold another ledger's counts into this one."""
+        self.calls += other.calls
+        self.cached_calls += other.cached_calls
+        self.http_attempts += other.http_attempts
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.latency_s += other.latency_s
+        if other.cost_usd is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + other.cost_usd
+
+
+class _Retryable(Exception):
+    """Internal: a transport failure worth another try, with the error to raise if none is left."""
+
+    def __init__(self, error: ModelError, retry_after: float | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+def _retry_after(response: Any) -> float | None:
+    headers = getattr(response, "headers", None) or {}
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw:
+            try:
+                return max(0.0, float(raw) * scale)
+            except ValueError:
+                return None  # an HTTP date; fall back to our own backoff
+    return None
+
+
+def _error_code(exc: openai.APIStatusError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    inner = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+    return str(inner.get("code") or inner.get("type") or getattr(exc, "code", "") or "")
+
+
+def classify(exc: Exception, attempts: int) -> ModelError | _Retryable:
+    """Map an SDK exception to the library's error, wrapped in ``_Retryable`` when a retry may help."""
+    if isinstance(exc, openai.APITimeoutError):
+        return _Retryable(TransportError(f"request timed out: {exc}", attempts=attempts), None)
+    if isinstance(exc, openai.APIConnectionError):
+        return _Retryable(TransportError(f"connection failed: {exc}", attempts=attempts), None)
+    if not isinstance(exc, openai.APIStatusError):
+        return ModelError(f"{type(exc).__name__}: {exc}", attempts=attempts)
+    status, code = exc.status_code, _error_code(exc)
+    message = f"HTTP {status} {code}: {exc.message}".replace("  ", " ")
+    if status == 429 and code == "insufficient_quota":
+        return QuotaExceeded(message + " (the account is out of credit; retrying cannot help)", attempts=attempts, status=status)
+    if status in (408, 409, 429) or status >= 500:
+        return _Retryable(TransportError(message, attempts=attempts, status=status), _retry_after(exc.response))
+    if status in (401, 403):
+        return AuthError(message + " (check OPENAI_API_KEY and the endpoint)", attempts=attempts, status=status)
+    if "content_filter" in code or "content_policy" in code:
+        return OutputRejected(message, attempts=attempts, status=status)
+    return RequestRejected(message, attempts=attempts, status=status)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_none=True)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def _check_finish(completion: Any, attempts: int) -> None:
+    choice = completion.choices[0] if completion.choices else None
+    if choice is None:
+        raise OutputRejected("the endpoint returned no choices", attempts=attempts)
+    message = choice.message
+    if getattr(message, "refusal", None):
+        raise OutputRejected(f"the model refused: {message.refusal}", attempts=attempts)
+    if choice.finish_reason == "content_filter":
+        raise OutputRejected("the answer was blocked by the endpoint's content filter", attempts=attempts)
+    if choice.finish_reason == "length":
+        raw = message.tool_calls[0].function.arguments if message.tool_calls else message.content
+        raise OutputRejected(
+            "the answer was cut off (finish_reason=length): raise max_tokens or use smaller chunks",
+            attempts=attempts,
+            last_output=raw,
+        )
+
+
+def _last_output(exc: InstructorRetryException) -> str | None:
+    completion = exc.last_completion
+    try:
+        message = completion.choices[0].message  # type: ignore[union-attr]
+        if message.tool_calls:
+            return str(message.tool_calls[0].function.arguments)
+        return None if message.content is None else str(message.content)
+    except (AttributeError, IndexError, TypeError):
+        return None
+
+
+class ModelClient:
+    """A configured connection to one OpenAI-compatible endpoint, with cache, retries and call log.
+
+    Args:
+        settings: resolved settings; :func:`~insights.config.resolve_settings` when omitted.
+        cache: an open :class:`~insights.cache.Cache`; opened from ``settings.cache_path`` when omitted
+            (``settings.cache_path=None`` runs without a cache).
+        openai_client: an ``openai.OpenAI`` to use instead of building one (its own retries are kept
+            off by wrapping it with ``max_retries=0``).
+        sleep: the function that waits between retries (tests pass a fake clock).
+        before_request: called with the estimated tokens before every network request (rate limits).
+
+    Raises:
+        ConfigError: no API key and no endpoint to send requests to (unless offline).
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        cache: Cache | None = None,
+        openai_client: Any = None,
+        sleep: Callable[[float], None] = time.sleep,
+        before_request: Callable[[int], None] | None = None,
+    ) -> None:
+        self.settings = settings or resolve_settings()
+        self.cache = cache if cache is not None else (Cache(self.settings.cache_path) if self.settings.cache_path else None)
+        self._owns_cache = cache is None and self.cache is not None
+        self.sleep = sleep
+        self.before_request = before_request
+        self.prices: dict[str, Price] = load_prices(self.settings.prices_path)
+        self._rng = random.Random()
+        self._lock = threading.Lock()
+        if openai_client is not None:
+            if not isinstance(openai_client, openai.OpenAI):
+                raise ConfigError(f"client must be an openai.OpenAI or insights.ModelClient, not {type(openai_client).__name__}")
+            self._openai = openai_client.with_options(max_retries=0)
+            self.endpoint = urlparse(str(openai_client.base_url)).netloc
+        else:
+            self._openai = None
+            base = self.settings.base_url
+            self.endpoint = urlparse(base).netloc if base else "api.openai.com"
+
+    # ------------------------------------------------------------------------------------------- public
+    @property
+    def model(self) -> str:
+        """The model every request asks for."""
+        return self.settings.model
+
+    def openai(self) -> Any:
+        """The underlying ``openai.OpenAI`` (built on first use, so offline runs need no key)."""
+        with self._lock:
+            if self._openai is None:
+                key = self.settings.api_key
+                if not key:
+                    if not self.settings.base_url:
+                        raise ConfigError(
+                            "no OPENAI_API_KEY is set and no OPENAI_BASE_URL / --base-url points at a local "
+                            "endpoint; set one, or run with --offline / --replay to answer from a cache"
+                        )
+                    key = "not-needed"  # local servers (Ollama, vLLM) ignore the key
+                self._openai = openai.OpenAI(
+                    api_key=key, base_url=self.settings.base_url, max_retries=0, timeout=self.settings.timeout
+                )
+            return self._openai
+
+    def complete(
+        self,
+        response_model: type[T],
+        messages: list[dict[str, Any]],
+        *,
+        context: dict[str, Any] | None = None,
+        document_id: str = "",
+        prompt_version: str = "",
+        ledger: CallLedger | None = None,
+    ) -> T:
+        """One structured call: request, then re-ask while validation fails.
+
+        Args:
+            response_model: the pydantic model the answer must validate against.
+            messages: the chat messages.
+            context: pydantic validation context (e.g. the grounding context).
+            document_id: recorded in the call log.
+            prompt_version: part of the cache key.
+            ledger: receives tokens, latency and cost of every request made.
+
+        Returns:
+            The validated model instance.
+
+        Raises:
+            ModelError: a subclass saying why (transport, auth, quota, rejected request or output,
+                ``InvalidOutput`` after the re-ask bound, with ``last_output``).
+            CacheMiss: offline and not in the cache.
+        """
+        ledger = ledger if ledger is not None else CallLedger(document_id=document_id)
+        ledger.document_id = document_id
+
+        def send(*args: Any, **kwargs: Any) -> Any:
+            return self._send(kwargs, ledger, prompt_version)
+
+        create = instructor.patch(create=send, mode=MODE)
+        request: dict[str, Any] = {"model": self.model, "messages": messages}
+        if self.settings.temperature is not None:
+            request["temperature"] = self.settings.temperature
+        if self.settings.max_tokens:
+            request["max_tokens"] = self.settings.max_tokens
+        if self.settings.seed is not None:
+            request["seed"] = self.settings.seed
+        try:
+            return create(response_model=response_model, context=context, max_retries=self.settings.reasks, **request)
+        except InstructorRetryException as exc:
+            cause = _insights_cause(exc)
+            if cause is not None:
+                raise cause from exc
+            raise InvalidOutput(
+                f"no valid answer after {exc.n_attempts} attempt(s): {_first_line(exc)}",
+                attempts=exc.n_attempts,
+                last_output=_last_output(exc),
+                document_id=document_id,
+            ) from exc
+
+    def discard(self, ledger: CallLedger) -> None:
+        """Remove from the cache what the calls of ``ledger`` stored: their document failed, and a failure
+        must not be replayed."""
+        if self.cache is not None:
+            for key in ledger.stored_keys:
+                self.cache.delete(key)
+        ledger.stored_keys.clear()
+
+    def for_model(self, model: str) -> ModelClient:
+        """A client for another model sharing this one's connection, cache and hooks."""
+        twin = ModelClient(
+            self.settings.with_(model=model), cache=self.cache, sleep=self.sleep, before_request=self.before_request
+        )
+        twin._openai, twin.endpoint, twin._owns_cache = self._openai, self.endpoint, False
+        return twin
+
+    def close(self) -> None:
+        """Close the HTTP client and, if this client opened it, the cache."""
+        if self._openai is not None:
+            self._openai.close()
+        if self._owns_cache and self.cache is not None:
+            self.cache.close()
+
+    def __enter__(self) -> ModelClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------ private
+    def _key(self, request: dict[str, Any], prompt_version: str) -> str:
+        keyed = {k: v for k, v in request.items() if k not in _NOT_KEYED}
+        parts = {
+            "endpoint": self.endpoint,
+            "mode": str(MODE.value),
+            "prompt_version": prompt_version,
+            "schema_version": SCHEMA_VERSION,
+            "request": json.loads(json.dumps(keyed, default=_jsonable)),
+        }
+        return request_key(parts)
+
+    def _send(self, request: dict[str, Any], ledger: CallLedger, prompt_version: str) -> Any:
+        from openai.types.chat import ChatCompletion
+
+        key = self._key(request, prompt_version)
+        doc = ledger.document_id
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                completion = ChatCompletion.model_validate(hit.response)
+                self._account(ledger, key, completion, 0.0, cached=True)
+                return completion
+        if self.settings.offline:
+            self._log(CallRecord(doc, self.model, key, cached=False, status="CacheMiss", error="offline"))
+            raise CacheMiss(f"{doc or 'request'}: not in the cache and offline mode is on", key=key, document_id=doc)
+
+        attempts = 0
+
+        def once() -> Any:
+            nonlocal attempts
+            attempts += 1
+            ledger.http_attempts += 1
+            if self.before_request is not None:
+                self.before_request(len(json.dumps(request.get("messages", []), default=_jsonable)) // 4)
+            try:
+                return self._openai_create(request)
+            except openai.OpenAIError as exc:
+                mapped = classify(exc, attempts)
+                err = mapped.error if isinstance(mapped, _Retryable) else mapped
+                err.document_id = doc
+                self._log(CallRecord(doc, self.model, key, cached=False, status=type(err).__name__, error=str(err)[:500]))
+                if isinstance(mapped, _Retryable):
+                    raise mapped from exc
+                raise mapped from exc
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.settings.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
+            sleep=self.sleep,
+            reraise=True,
+        )
+        started = time.perf_counter()
+        try:
+            completion = retrying(once)
+        except _Retryable as exc:
+            exc.error.attempts = attempts
+            raise exc.error from exc.__cause__
+        latency = time.perf_counter() - started
+        _check_finish(completion, attempts)
+        if self.cache is not None:
+            self.cache.put(
+                key,
+                response=completion.model_dump(mode="json"),
+                model=self.model,
+                input_tokens=_tokens(completion, "prompt_tokens"),
+                output_tokens=_tokens(completion, "completion_tokens"),
+                latency_s=latency,
+            )
+            ledger.stored_keys.append(key)
+        self._account(ledger, key, completion, latency, cached=False)
+        return completion
+
+    def _openai_create(self, request: dict[str, Any]) -> Any:
+        return self.openai().chat.completions.create(**request)
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        told = exc.retry_after if isinstance(exc, _Retryable) else None
+        if told is not None:
+            return min(told, MAX_BACKOFF_S)
+        base = min(MAX_BACKOFF_S, 0.5 * 2 ** (state.attempt_number - 1))
+        return base * (0.5 + self._rng.random() / 2)  # jitter: spread retries of parallel workers
+
+    def _account(self, ledger: CallLedger, key: str, completion: Any, latency: float, *, cached: bool) -> None:
+        tin, tout = _tokens(completion, "prompt_tokens"), _tokens(completion, "completion_tokens")
+        price = cost(self.model, tin, tout, self.prices)
+        ledger.calls += 1
+        ledger.cached_calls += int(cached)
+        if not cached:
+            ledger.input_tokens += tin
+            ledger.output_tokens += tout
+            ledger.latency_s += latency
+            if price is not None:
+                ledger.cost_usd = (ledger.cost_usd or 0.0) + price
+        self._log(CallRecord(ledger.document_id, self.model, key, cached, tin, tout, latency, price))
+
+    def _log(self, record: CallRecord) -> None:
+        if self.cache is not None:
+            self.cache.log_call(record)
+
+
+def _tokens(completion: Any, name: str) -> int:
+    usage = getattr(completion, "usage", None)
+    return int(getattr(usage, name, 0) or 0) if usage is not None else 0
+
+
+def _insights_cause(exc: BaseException) -> InsightsError | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, InsightsError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+        if isinstance(seen, (ValidationError, json.JSONDecodeError)):
+            return None
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

@@ -1,0 +1,203 @@
+"""From one document to its grounded insights: prompt → model call → located evidence → records.
+
+One structured call per document, or per chunk of a long one. The model's quotes are located by
+:mod:`insights.grounding` inside validation, so an ungrounded answer is re-asked; after the re-ask bound
+the last answer is read leniently and every insight whose quotes are not all in the document is listed
+in ``DocumentInsights.rejected`` with the reason — never kept without offsets, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import __version__
+from .chunking import Chunk, split
+from .client import CallLedger, ModelClient
+from .config import Settings, resolve_settings
+from .documents import Document
+from .errors import InvalidOutput
+from .grounding import GroundedDraft, GroundedExtraction, Grounder, GroundingContext, normalize
+from .prompts import load_prompts, render_messages
+from .schema import (
+    RECORD_TYPES,
+    DocumentInsights,
+    Provenance,
+    Rejected,
+    Usage,
+)
+
+
+def chunks_for(document: Document, settings: Settings) -> list[Chunk]:
+    """The spans of ``document.text`` that will be sent, one call each."""
+    return split(document.text, settings.chunk_chars, settings.chunk_overlap)
+
+
+def messages_for(document: Document, chunk: Chunk) -> list[dict[str, str]]:
+    """The chat messages for one chunk of a document."""
+    return render_messages(
+        document_id=document.id,
+        title=document.title,
+        text=document.text[chunk.start : chunk.end],
+        doc_type=document.meta("type"),
+        year=document.meta("year"),
+        country=document.meta("country"),
+        part=chunk.part,
+        parts=chunk.parts,
+    )
+
+
+def _ground_chunk(
+    client: ModelClient, document: Document, chunk: Chunk, grounder: Grounder, ledger: CallLedger
+) -> list[GroundedDraft]:
+    context = GroundingContext(grounder, document.section_at, chunk.start, chunk.end)
+    prompt_version = load_prompts().version
+    try:
+        answer = client.complete(
+            GroundedExtraction,
+            messages_for(document, chunk),
+            context={"grounding": context},
+            document_id=document.id,
+            prompt_version=prompt_version,
+            ledger=ledger,
+        )
+        return answer.grounded
+    except InvalidOutput as exc:
+        # Past the re-ask bound: if the last answer parses, keep what is grounded and reject the rest.
+        if exc.last_output is None:
+            raise
+        context.strict = False
+        try:
+            lenient = GroundedExtraction.model_validate_json(exc.last_output, context={"grounding": context})
+        except ValidationError:
+            raise exc from None
+        return lenient.grounded
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """The same insight twice: same kind and identity (category, or name), and the same statement or a
+    shared passage. Overlapping chunks make the model see a passage twice; distinct insights that cite
+    one sentence (three barriers in one list) stay distinct because their identities differ."""
+    if a["kind"] != b["kind"]:
+        return False
+    identity = "name" if a["kind"] in ("champion", "failed_experiment") else "category"
+    if normalize(str(a.get(identity, ""))) != normalize(str(b.get(identity, ""))):
+        return False
+    if normalize(a["statement"]) == normalize(b["statement"]):
+        return True
+    return bool({(e.start, e.end) for e in a["evidence"]} & {(e.start, e.end) for e in b["evidence"]})
+
+
+def _merge(grounded: Iterable[GroundedDraft]) -> tuple[list[dict[str, Any]], list[Rejected]]:
+    kept: list[dict[str, Any]] = []
+    rejected: list[Rejected] = []
+    for g in grounded:
+        if g.evidence is None:
+            rejected.append(Rejected(kind=g.kind, draft=g.draft, reason=g.reason))
+            continue
+        fields = {k: v for k, v in g.draft.items() if k != "quotes"}
+        item = {"kind": g.kind, **fields, "evidence": list(g.evidence)}
+        twin = next((k for k in kept if _same(k, item)), None)
+        if twin is None:
+            kept.append(item)
+            continue
+        # The same insight seen twice (overlapping chunks, or repeated by the model): keep one, with
+        # the union of its evidence.
+        seen = {(e.start, e.end) for e in twin["evidence"]}
+        twin["evidence"].extend(e for e in item["evidence"] if (e.start, e.end) not in seen)
+    for item in kept:
+        item["evidence"].sort(key=lambda e: e.start)
+    return kept, rejected
+
+
+def _records(kept: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {"barrier": [], "enabler": [], "champion": [], "failed_experiment": []}
+    for item in kept:
+        out[item["kind"]].append(RECORD_TYPES[item["kind"]].model_validate(item))
+    return out
+
+
+def extract(
+    document: Document,
+    *,
+    model: str | None = None,
+    client: Any = None,
+    settings: Settings | None = None,
+) -> DocumentInsights:
+    """Extract the barriers, enablers, champions and failed experiments stated in one document.
+
+    Args:
+        document: a loaded :class:`~insights.documents.Document`.
+        model: the model to ask (default: ``settings.model``, i.e. ``INSIGHTS_MODEL`` or gpt-4o-mini).
+        client: an :class:`~insights.client.ModelClient`, or an ``openai.OpenAI`` to wrap; built from
+            ``settings`` when omitted (and closed again afterwards).
+        settings: resolved settings (:func:`~insights.config.resolve_settings` when omitted).
+
+    Returns:
+        :class:`~insights.schema.DocumentInsights` with every kept insight's evidence located in
+        ``document.text``, the rejected ones with their reasons, and provenance.
+
+    Raises:
+        ModelError: the model call failed (a subclass says how; ``retryable`` says whether to try later).
+        CacheMiss: offline mode and the answer is not cached.
+        ConfigError: no key and no endpoint.
+    """
+    owned = client is None or not isinstance(client, ModelClient)
+    if client is None:
+        client = ModelClient(settings or resolve_settings(model=model))
+    elif not isinstance(client, ModelClient):
+        client = ModelClient(settings or resolve_settings(model=model), openai_client=client)
+    if model and model != client.model:
+        client = client.for_model(model)
+    try:
+        return _extract(client, document)
+    finally:
+        if owned:
+            client.close()
+
+
+def _extract(client: ModelClient, document: Document) -> DocumentInsights:
+    started = time.perf_counter()
+    chunks = chunks_for(document, client.settings)
+    grounder = Grounder(document.text)
+    ledger = CallLedger(document_id=document.id)
+    grounded: list[GroundedDraft] = []
+    try:
+        for chunk in chunks:
+            grounded.extend(_ground_chunk(client, document, chunk, grounder, ledger))
+    except BaseException:
+        client.discard(ledger)
+        raise
+    kept, rejected = _merge(grounded)
+    records = _records(kept)
+    provenance = Provenance(
+        model=client.model,
+        prompt_version=load_prompts().version,
+        library_version=__version__,
+        content_hash=document.content_hash,
+        chunks=len(chunks),
+        usage=Usage(
+            input_tokens=ledger.input_tokens,
+            output_tokens=ledger.output_tokens,
+            calls=ledger.calls,
+            cached_calls=ledger.cached_calls,
+            cost_usd=ledger.cost_usd,
+        ),
+        latency_s=round(time.perf_counter() - started, 4),
+        extracted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    return DocumentInsights(
+        document_id=document.id,
+        title=document.title,
+        barriers=records["barrier"],
+        enablers=records["enabler"],
+        champions=records["champion"],
+        failed_experiments=records["failed_experiment"],
+        rejected=rejected,
+        provenance=provenance,
+    )
+
