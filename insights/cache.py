@@ -477,6 +477,10 @@ class Cache:
             )
         )
 
+    def delete(self, key: str) -> bool:
+        """Remove the answer stored for ``key`` (a failed document's); return whether there was one."""
+        return bool(self._write(lambda conn: conn.execute("DELETE FROM responses WHERE key = ?", (key,)).rowcount))
+
     def clear(self, log: bool = False) -> int:
         """Delete every cached answer (and the call log too if ``log``); return the answers removed.
 
