@@ -1,0 +1,172 @@
+"""Many documents at once: a sliding window of concurrent extractions, optional rate limits.
+
+:func:`extract_many` keeps up to ``concurrency`` documents in flight and starts the next one the moment
+any finishes — there are no batch barriers, so one slow request never holds back the rest. Each outcome
+is yielded as its document finishes (in completion order). A document that fails yields an outcome
+with its error and the run goes on, except for errors marked ``fatal`` (a wrong key, a 403, an
+exhausted quota): then nothing new starts, the documents still in flight are finished and yielded, and
+the fatal error is raised — every further request would fail the same way.
+
+Requests-per-minute and tokens-per-minute limits are enforced by :class:`RateLimiter` before every
+network request (cache hits are free and not limited).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from .client import ModelClient
+from .config import Settings, resolve_settings
+from .documents import Document
+from .errors import InsightsError
+from .extract import _extract
+from .schema import DocumentInsights
+
+DEFAULT_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one document ended: ``result`` when it succeeded, ``error`` when it did not."""
+
+    document: Document
+    result: DocumentInsights | None = None
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the document produced a result."""
+        return self.error is None
+
+
+class RateLimiter:
+    """Blocks callers so that at most ``rpm`` requests and ``tpm`` tokens start in any 60 s window.
+
+    A continuous token bucket for each limit (capacity one minute's worth), shared by every worker.
+    """
+
+    def __init__(
+        self,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rpm, self.tpm = rpm, tpm
+        self._clock, self._sleep = clock, sleep
+        self._lock = threading.Lock()
+        now = clock()
+        self._requests = float(rpm or 0)
+        self._tokens = float(tpm or 0)
+        self._last = now
+
+    def acquire(self, tokens: int = 0) -> None:
+        """Wait until one request of ``tokens`` tokens may start."""
+        if not self.rpm and not self.tpm:
+            return
+        while True:
+            with self._lock:
+                now = self._clock()
+                elapsed, self._last = now - self._last, now
+                if self.rpm:
+                    self._requests = min(self.rpm, self._requests + elapsed * self.rpm / 60)
+                if self.tpm:
+                    self._tokens = min(self.tpm, self._tokens + elapsed * self.tpm / 60)
+                need_tokens = min(tokens, self.tpm) if self.tpm else 0
+                wait_r = 0.0 if not self.rpm or self._requests >= 1 else (1 - self._requests) * 60 / self.rpm
+                wait_t = 0.0 if not self.tpm or self._tokens >= need_tokens else (need_tokens - self._tokens) * 60 / self.tpm
+                if wait_r == 0 and wait_t == 0:
+                    if self.rpm:
+                        self._requests -= 1
+                    if self.tpm:
+                        self._tokens -= need_tokens
+                    return
+                delay = max(wait_r, wait_t)
+            self._sleep(delay)
+
+
+def extract_many(
+    documents: Iterable[Document],
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    client: ModelClient | None = None,
+    settings: Settings | None = None,
+    rpm: float | None = None,
+    tpm: float | None = None,
+) -> Iterator[Outcome]:
+    """Extract from many documents concurrently, yielding each outcome as its document finishes.
+
+    Args:
+        documents: the documents (consumed lazily, ``concurrency`` ahead at most).
+        concurrency: documents in flight at once.
+        client: a shared :class:`~insights.client.ModelClient`; built from ``settings`` when omitted.
+        settings: used to build the client.
+        rpm, tpm: optional requests-per-minute and tokens-per-minute limits.
+
+    Yields:
+        An :class:`Outcome` per document, in completion order.
+
+    Raises:
+        ModelError: a ``fatal`` error (auth, quota): raised after the in-flight documents are yielded.
+    """
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    owned = client is None
+    client = client or ModelClient(settings or resolve_settings())
+    if rpm or tpm:
+        client.before_request = RateLimiter(rpm, tpm).acquire
+    fatal: BaseException | None = None
+    pending: dict[Future[DocumentInsights], Document] = {}
+    source = iter(documents)
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="insights") as pool:
+
+            def refill() -> None:
+                while fatal is None and len(pending) < concurrency:
+                    document = next(source, None)
+                    if document is None:
+                        return
+                    pending[pool.submit(_extract, client, document)] = document
+
+            refill()
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    document = pending.pop(future)
+                    error = future.exception()
+                    if error is None:
+                        yield Outcome(document, result=future.result())
+                        continue
+                    if not isinstance(error, (InsightsError, Exception)):
+                        raise error
+                    if getattr(error, "fatal", False) and fatal is None:
+                        fatal = error
+                    yield Outcome(document, error=error)
+                refill()
+    finally:
+        if owned:
+            client.close()
+    if fatal is not None:
+        raise fatal
+
+
+def run_summary(outcomes: Iterable[Outcome]) -> dict[str, Any]:
+    """Totals over outcomes: done, failed, from cache, tokens and cost."""
+    summary: dict[str, Any] = {"done": 0, "failed": 0, "from_cache": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
+    for o in outcomes:
+        if o.result is None:
+            summary["failed"] += 1
+            continue
+        usage = o.result.provenance.usage
+        summary["done"] += 1
+        summary["from_cache"] += int(usage.calls > 0 and usage.cached_calls == usage.calls)
+        summary["input_tokens"] += usage.input_tokens
+        summary["output_tokens"] += usage.output_tokens
+        summary["cost_usd"] += usage.cost_usd or 0.0
+    return summary

@@ -1,0 +1,377 @@
+"""The ``insights`` command: extract, estimate, schema, cache.
+
+Exit codes: 0 success; 1 some documents failed (see the errors file); 2 bad usage, settings or input;
+3 the run was stopped by a fatal error (wrong key, no access, no quota); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import __version__
+from .batch import DEFAULT_CONCURRENCY, Outcome, extract_many
+from .cache import Cache
+from .client import ModelClient
+from .config import Settings, resolve_settings
+from .documents import Document, load_corpus
+from .errors import CacheError, ConfigError, DocumentError, InsightsError, OutputError
+from .output import OutputWriter
+from .prompts import load_prompts
+
+EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 1, 2, 3, 130
+REPLAY_NOTICE = (
+    "Replaying recorded responses from {path}: {source}. Nothing is sent over the network; these are "
+    "not a live model's answers."
+)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------- extract
+def _settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
+    return resolve_settings(
+        model=getattr(args, "model", None),
+        base_url=getattr(args, "base_url", None),
+        cache_path=getattr(args, "cache", None),
+        no_cache=getattr(args, "no_cache", False),
+        offline=getattr(args, "offline", False) or None,
+        max_retries=getattr(args, "max_retries", None),
+        reasks=getattr(args, "reasks", None),
+        timeout=getattr(args, "timeout", None),
+        chunk_chars=getattr(args, "chunk_chars", None),
+        prices_path=getattr(args, "prices", None),
+        **extra,
+    )
+
+
+def _load_replay(path: Path, settings: Settings) -> tuple[Settings, Cache, str]:
+    """Import a replay file into a temporary cache and switch to offline mode against it."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read replay file: {exc}") from exc
+    meta: dict[str, Any] = {}
+    if lines and '"_replay"' in lines[0]:
+        meta = json.loads(lines.pop(0)).get("_replay", {})
+    tmp = Path(tempfile.mkdtemp(prefix="insights-replay-")) / "replay.db"
+    cache = Cache(tmp)
+    import io
+
+    cache.import_(io.StringIO("".join(lines)))
+    settings = settings.with_(
+        offline=True,
+        cache_path=tmp,
+        model=meta.get("model", settings.model),
+        base_url=meta.get("base_url", settings.base_url),
+    )
+    return settings, cache, str(meta.get("source", "a recording"))
+
+
+class _Progress:
+    """A rich progress bar on a terminal, plain log lines otherwise."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total, self.quiet, self.n = total, quiet, 0
+        self._bar: Any = None
+        if not quiet and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("extract"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                TextColumn("{task.fields[last]}"), transient=False,
+            )  # fmt: skip
+            self._bar.start()
+            self._task = self._bar.add_task("extract", total=total, last="")
+
+    def update(self, outcome: Outcome, lines: int) -> None:
+        self.n += 1
+        doc = outcome.document.id
+        if outcome.result is not None:
+            usage = outcome.result.provenance.usage
+            cached = " (cache)" if usage.calls and usage.cached_calls == usage.calls else ""
+            rejected = len(outcome.result.rejected)
+            note = f"{doc}: {lines} insights{', %d rejected' % rejected if rejected else ''}{cached}"
+        else:
+            note = f"{doc}: FAILED {type(outcome.error).__name__}: {outcome.error}"
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, last=note[:60])
+            if outcome.error is not None:
+                self._bar.console.print(note)
+        elif not self.quiet:
+            _say(f"[{self.n}/{self.total}] {note}")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    settings = _settings_from(args)
+    replay_cache = None
+    if args.replay:
+        settings, replay_cache, source = _load_replay(Path(args.replay), settings)
+        _say(REPLAY_NOTICE.format(path=args.replay, source=source))
+    documents = load_corpus(args.paths)
+    if not documents:
+        raise DocumentError(" ".join(args.paths), "no documents found")
+    prompt_version = load_prompts().version
+
+    out = None if args.output in (None, "-") else Path(args.output)
+    writer = OutputWriter(out, errors=Path(args.errors) if args.errors else None, stream=sys.stdout)
+    done = writer.resume(documents, settings.model, prompt_version, overwrite=args.overwrite)
+    todo = [d for d in documents if d.id not in done]
+    writer.start_errors()
+
+    cache = replay_cache
+    if cache is None and settings.cache_path is not None:
+        try:
+            cache = Cache(settings.cache_path)
+        except CacheError as exc:
+            if settings.offline:
+                raise
+            _say(f"warning: {exc}; running without a cache")
+            settings = settings.with_(cache_path=None)
+    client = ModelClient(settings, cache=cache)
+    progress = _Progress(len(todo), args.quiet)
+    summary = {"done": 0, "failed": 0, "from_cache": 0, "input_tokens": 0, "output_tokens": 0, "cost": 0.0, "lines": 0}
+    fatal: InsightsError | None = None
+    try:
+        for outcome in extract_many(todo, concurrency=args.concurrency, client=client, rpm=args.rpm, tpm=args.tpm):
+            lines = 0
+            if outcome.result is not None:
+                lines = writer.write(outcome.document, outcome.result)
+                usage = outcome.result.provenance.usage
+                summary["done"] += 1
+                summary["lines"] += lines
+                summary["from_cache"] += int(usage.calls > 0 and usage.cached_calls == usage.calls)
+                summary["input_tokens"] += usage.input_tokens
+                summary["output_tokens"] += usage.output_tokens
+                summary["cost"] += usage.cost_usd or 0.0
+            elif not getattr(outcome.error, "fatal", False):
+                writer.write_error(outcome.document, outcome.error)  # type: ignore[arg-type]
+                summary["failed"] += 1
+            progress.update(outcome, lines)
+    except InsightsError as exc:
+        if not getattr(exc, "fatal", False):
+            raise
+        fatal = exc
+    finally:
+        progress.close()
+        writer.close()
+        client.close()
+        if cache is not None:
+            cache.close()
+
+    wall = time.perf_counter() - started
+    _say(
+        f"done {summary['done']}, failed {summary['failed']}, skipped {len(done)} (already in the output), "
+        f"from cache {summary['from_cache']}; {summary['lines']} insights written; "
+        f"tokens in {summary['input_tokens']:,} out {summary['output_tokens']:,}; "
+        f"estimated cost ${summary['cost']:.4f}; wall time {wall:.1f}s"
+    )
+    if out is not None:
+        _say(f"output: {out} (documents: {writer.documents}, errors: {writer.errors})")
+    if fatal is not None:
+        _say(f"stopped: {type(fatal).__name__}: {fatal}. Finished documents are saved; fix the cause and run the same command again to resume.")
+        return EXIT_FATAL
+    if summary["failed"]:
+        _say(f"{summary['failed']} document(s) failed: see {writer.errors}. Run the same command again to retry them.")
+        return EXIT_FAILED
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ estimate
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from .estimate import estimate
+
+    started = time.perf_counter()
+    settings = resolve_settings(model=args.model, chunk_chars=args.chunk_chars, prices_path=args.prices, no_cache=True)
+    documents = load_corpus(args.paths)
+    e = estimate(documents, settings, output_tokens_per_call=args.output_tokens)
+    cost = "unknown (no price for this model; see --prices)" if e.cost_usd is None else f"${e.cost_usd:,.4f}"
+    rows = [
+        ("model", e.model),
+        ("documents", f"{e.documents:,}"),
+        ("chunks", f"{e.chunks:,}"),
+        ("calls (no re-asks)", f"{e.calls:,}"),
+        ("input tokens", f"{e.input_tokens:,}"),
+        ("output tokens (assumed)", f"{e.output_tokens:,} ({args.output_tokens} a call)"),
+        ("estimated cost", cost),
+        ("tokens saved by cleaning", f"{e.noise_tokens_saved:,} (raw {e.raw_tokens:,} → clean {e.clean_tokens:,})"),
+        ("tokenizer", e.tokenizer),
+        ("time", f"{time.perf_counter() - started:.2f}s, no network"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- schema
+def output_schema() -> dict[str, Any]:
+    """JSON Schema of one output line (``OUT.jsonl``) and of ``DocumentInsights``."""
+    from pydantic import TypeAdapter, create_model
+
+    from .schema import RECORD_TYPES, DocumentInsights
+
+    identity: dict[str, Any] = {
+        "document_id": (str, ...), "title": (str, ""), "type": (str, ""), "year": (str, ""),
+        "country": (str, ""), "content_hash": (str, ""), "model": (str, ""), "prompt_version": (str, ""),
+    }  # fmt: skip
+    lines = [create_model(f"{cls.__name__}Line", __base__=cls, **identity) for cls in RECORD_TYPES.values()]
+    from typing import Union
+
+    line_schema = TypeAdapter(Union[tuple(lines)]).json_schema()  # type: ignore[arg-type]
+    return {"output_line": line_schema, "document_insights": DocumentInsights.model_json_schema()}
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    schema = output_schema()
+    print(json.dumps(schema[args.which] if args.which else schema, indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- cache
+def cmd_cache(args: argparse.Namespace) -> int:
+    settings = resolve_settings(cache_path=args.cache)
+    assert settings.cache_path is not None
+    with Cache(settings.cache_path) as cache:
+        if args.action == "stats":
+            s = cache.stats()
+            print(f"cache        {s.path}")
+            print(f"size         {s.size_bytes / 1e6:.2f} MB, {s.entries:,} entries")
+            print(f"calls        {s.calls:,} ({s.hits:,} hits, {s.misses:,} misses, hit rate {s.hit_rate:.1%})")
+            print(f"saved        {s.tokens_saved:,} tokens, ${s.cost_saved_usd:.4f}")
+            print(f"spent        {s.tokens_spent:,} tokens, ${s.cost_spent_usd:.4f}")
+        elif args.action == "clear":
+            print(f"removed {cache.clear(log=args.log):,} entries from {cache.path}")
+        elif args.action == "export":
+            with _open(args.file, "w") as fp:
+                print(f"exported {cache.export(fp):,} entries", file=sys.stderr)
+        elif args.action == "import":
+            with _open(args.file, "r") as fp:
+                print(f"imported {cache.import_(fp):,} entries into {cache.path}", file=sys.stderr)
+    return 0
+
+
+def _open(name: str, mode: str) -> TextIO:
+    if name == "-":
+        return sys.stdout if "w" in mode else sys.stdin  # type: ignore[return-value]
+    try:
+        return open(name, mode, encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"{name}: {exc}") from exc
+
+
+# -------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="insights",
+        description="Extract barriers, enablers, champions and failed experiments from practitioners' "
+        "documents with a language model; every quote is located in the source.",
+        epilog="Settings: arguments win over OPENAI_API_KEY, OPENAI_BASE_URL, INSIGHTS_MODEL, INSIGHTS_CACHE, "
+        "INSIGHTS_OFFLINE (see the README).",
+    )
+    parser.add_argument("--version", action="version", version=f"insights {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every request and retry")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ex = sub.add_parser(
+        "extract",
+        help="extract insights from documents into JSONL",
+        description="Extract insights from files, folders or globs (SDG Innovation Commons markdown, plain "
+        ".md/.txt, files without extension, JSONL of {id, text, metadata}). Writes one JSON line per insight. "
+        "Re-running the same command skips documents already in the output and retries the failed ones.",
+    )
+    ex.add_argument("paths", nargs="+", metavar="PATH", help="files, folders (searched recursively) or globs")
+    ex.add_argument("-o", "--output", metavar="OUT.jsonl", help="output file (appended, resumable); '-' or none: stdout")
+    ex.add_argument("--errors", metavar="FILE", help="error records (default: OUT.errors.jsonl beside the output)")
+    ex.add_argument("--overwrite", action="store_true", help="start over instead of resuming the output")
+    ex.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N", help=f"documents in flight (default {DEFAULT_CONCURRENCY})")
+    ex.add_argument("--rpm", type=float, metavar="N", help="at most N requests per minute")
+    ex.add_argument("--tpm", type=float, metavar="N", help="at most N input tokens per minute")
+    ex.add_argument("--replay", metavar="FILE", help="answer only from a recorded replay file (offline, no key needed)")
+    ex.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _model_options(ex)
+    _cache_options(ex)
+    ex.add_argument("--offline", action="store_true", help="never touch the network; a cache miss fails that document")
+    ex.add_argument("--max-retries", type=int, metavar="N", help="transport retries per request (default 4)")
+    ex.add_argument("--reasks", type=int, metavar="N", help="re-asks after an invalid or ungrounded answer (default 2)")
+    ex.add_argument("--timeout", type=float, metavar="S", help="seconds per HTTP request (default 120)")
+    ex.add_argument("--chunk-chars", type=int, metavar="N", help="split documents longer than N characters (default 24000)")
+    ex.add_argument("--prices", metavar="FILE", help="JSON price table {model: {input, output}} in $ per 1M tokens")
+    ex.set_defaults(func=cmd_extract)
+
+    es = sub.add_parser(
+        "estimate",
+        help="count documents, calls, tokens and cost without calling a model",
+        description="Render the prompts a run would send and count them. No network, no key.",
+    )
+    es.add_argument("paths", nargs="+", metavar="PATH")
+    es.add_argument("--model", help="model to price (default: INSIGHTS_MODEL or gpt-4o-mini)")
+    es.add_argument("--chunk-chars", type=int, metavar="N", help="chunk size (default 24000)")
+    es.add_argument("--output-tokens", type=int, default=700, metavar="N", help="assumed output tokens a call (default 700)")
+    es.add_argument("--prices", metavar="FILE", help="JSON price table {model: {input, output}} in $ per 1M tokens")
+    es.set_defaults(func=cmd_estimate)
+
+    sc = sub.add_parser("schema", help="print the JSON Schema of the output records", description="Print the JSON Schema of output lines and of DocumentInsights.")
+    sc.add_argument("which", nargs="?", choices=["output_line", "document_insights"], help="only this schema")
+    sc.set_defaults(func=cmd_schema)
+
+    ca = sub.add_parser("cache", help="inspect, clear, export or import the response cache", description="The response cache and call log (an SQLite file).")
+    ca_sub = ca.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ca_sub.add_parser("stats", help="entries, size, hit rate, tokens and cost saved")
+    clear = ca_sub.add_parser("clear", help="delete every cached response")
+    clear.add_argument("--log", action="store_true", help="delete the call log too")
+    exp = ca_sub.add_parser("export", help="write cache entries as JSONL (to share a cache)")
+    exp.add_argument("file", metavar="FILE", help="output file, or - for stdout")
+    imp = ca_sub.add_parser("import", help="read cache entries from JSONL")
+    imp.add_argument("file", metavar="FILE", help="input file, or - for stdin")
+    for p in (ca, *ca_sub.choices.values()):
+        p.add_argument("--cache", metavar="PATH", default=argparse.SUPPRESS, help="cache file (default: INSIGHTS_CACHE or ~/.cache/insights/insights.db)")
+    ca.set_defaults(func=cmd_cache, cache=None)
+    return parser
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model name (default: INSIGHTS_MODEL or gpt-4o-mini)")
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL or OpenAI)")
+
+
+def _cache_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--cache", metavar="PATH", help="cache file (default: INSIGHTS_CACHE or ~/.cache/insights/insights.db)")
+    group.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``insights`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        _say("interrupted: finished documents are saved; run the same command again to resume")
+        return EXIT_INTERRUPTED
+    except (ConfigError, DocumentError, OutputError, CacheError) as exc:
+        _say(f"insights: error: {exc}")
+        return EXIT_USAGE
+    except InsightsError as exc:
+        _say(f"insights: error: {type(exc).__name__}: {exc}")
+        return EXIT_FATAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())
