@@ -281,15 +281,18 @@ class ModelClient:
         try:
             return create(response_model=response_model, context=context, max_retries=self.settings.reasks, **request)
         except InstructorRetryException as exc:
-            cause = _insights_cause(exc)
-            if cause is not None:
-                raise cause from exc
-            raise InvalidOutput(
-                f"no valid answer after {exc.n_attempts} attempt(s): {_first_line(exc)}",
-                attempts=exc.n_attempts,
-                last_output=_last_output(exc),
-                document_id=document_id,
-            ) from exc
+            failure = exc
+        # Raised outside the except block so that no cause/context cycle forms: instructor's exception
+        # has our error as its cause, and ours keeps the SDK error as its own.
+        cause = _insights_cause(failure)
+        if cause is not None:
+            raise cause
+        raise InvalidOutput(
+            f"no valid answer after {failure.n_attempts} attempt(s): {_first_line(failure)}",
+            attempts=failure.n_attempts,
+            last_output=_last_output(failure),
+            document_id=document_id,
+        ) from failure
 
     def discard(self, ledger: CallLedger) -> None:
         """Remove from the cache what the calls of ``ledger`` stored: their document failed, and a failure
@@ -429,13 +432,16 @@ def _tokens(completion: Any, name: str) -> int:
 
 
 def _insights_cause(exc: BaseException) -> InsightsError | None:
+    """Our own error inside instructor's wrapper, unless the failure was a parse/validation error."""
+    chain: list[BaseException] = []
     seen: BaseException | None = exc
-    while seen is not None:
+    while seen is not None and seen not in chain:
         if isinstance(seen, InsightsError):
             return seen
-        seen = seen.__cause__ or seen.__context__
         if isinstance(seen, (ValidationError, json.JSONDecodeError)):
             return None
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
     return None
 
 
