@@ -20,6 +20,7 @@ completions it stored are removed again, so a failure is never replayed from the
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -135,6 +136,13 @@ def classify(exc: Exception, attempts: int) -> ModelError | _Retryable:
     return RequestRejected(message, attempts=attempts, status=status)
 
 
+@functools.lru_cache(maxsize=32)
+def _prepared(model: type[T]) -> type[T]:
+    # instructor wraps a plain model in a new subclass on every call, which defeats its schema cache
+    # (about 50 ms of JSON-schema generation per request); wrap once per model instead.
+    return instructor.openai_schema(model)  # type: ignore[no-any-return]
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json", exclude_none=True)
@@ -241,7 +249,6 @@ class ModelClient:
         response_model: type[T],
         messages: list[dict[str, Any]],
         *,
-        context: dict[str, Any] | None = None,
         document_id: str = "",
         prompt_version: str = "",
         ledger: CallLedger | None = None,
@@ -251,7 +258,6 @@ class ModelClient:
         Args:
             response_model: the pydantic model the answer must validate against.
             messages: the chat messages.
-            context: pydantic validation context (e.g. the grounding context).
             document_id: recorded in the call log.
             prompt_version: part of the cache key.
             ledger: receives tokens, latency and cost of every request made.
@@ -279,7 +285,8 @@ class ModelClient:
         if self.settings.seed is not None:
             request["seed"] = self.settings.seed
         try:
-            return create(response_model=response_model, context=context, max_retries=self.settings.reasks, **request)
+            # No ``context=``: instructor would render every message as a Jinja template.
+            return create(response_model=_prepared(response_model), max_retries=self.settings.reasks, **request)
         except InstructorRetryException as exc:
             failure = exc
         # Raised outside the except block so that no cause/context cycle forms: instructor's exception
@@ -343,9 +350,18 @@ class ModelClient:
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
-                completion = ChatCompletion.model_validate(hit.response)
-                self._account(ledger, key, completion, 0.0, cached=True)
-                return completion
+                try:
+                    completion = ChatCompletion.model_validate(hit.response)
+                    if not completion.choices:
+                        raise ValueError("no choices")
+                except (ValidationError, ValueError) as exc:
+                    # Not a completion: a corrupt row is a miss. Raising here would look to instructor
+                    # like a bad answer and be re-asked against the same row.
+                    log.warning("cache entry %s is not a chat completion (%s); asking again", key, exc)
+                    self.cache.delete(key)
+                else:
+                    self._account(ledger, key, completion, 0.0, cached=True)
+                    return completion
         if self.settings.offline:
             self._log(CallRecord(doc, self.model, key, cached=False, status="CacheMiss", error="offline"))
             raise CacheMiss(f"{doc or 'request'}: not in the cache and offline mode is on", key=key, document_id=doc)

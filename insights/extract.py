@@ -21,7 +21,7 @@ from .client import CallLedger, ModelClient
 from .config import Settings, resolve_settings
 from .documents import Document
 from .errors import InvalidOutput
-from .grounding import GroundedDraft, GroundedExtraction, Grounder, GroundingContext, normalize
+from .grounding import GroundedDraft, GroundedExtraction, Grounder, GroundingContext, grounding, normalize
 from .prompts import load_prompts, render_messages
 from .schema import (
     RECORD_TYPES,
@@ -57,14 +57,14 @@ def _ground_chunk(
     context = GroundingContext(grounder, document.section_at, chunk.start, chunk.end)
     prompt_version = load_prompts().version
     try:
-        answer = client.complete(
-            GroundedExtraction,
-            messages_for(document, chunk),
-            context={"grounding": context},
-            document_id=document.id,
-            prompt_version=prompt_version,
-            ledger=ledger,
-        )
+        with grounding(context):
+            answer = client.complete(
+                GroundedExtraction,
+                messages_for(document, chunk),
+                document_id=document.id,
+                prompt_version=prompt_version,
+                ledger=ledger,
+            )
         return answer.grounded
     except InvalidOutput as exc:
         # Past the re-ask bound: if the last answer parses, keep what is grounded and reject the rest.

@@ -18,9 +18,12 @@ quote was located, and otherwise is listed as rejected with the reason.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import html
 import re
 import unicodedata
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,7 +170,8 @@ class GroundedDraft:
 
 
 class GroundingContext:
-    """What :class:`GroundedExtraction` needs from the caller, passed as instructor's ``context``."""
+    """What :class:`GroundedExtraction` grounds against: set with :func:`grounding` (or pass it as
+    pydantic validation context ``{"grounding": ctx}``)."""
 
     def __init__(self, grounder: Grounder, section_at: Any, lo: int = 0, hi: int | None = None) -> None:
         self.grounder = grounder
@@ -175,6 +179,23 @@ class GroundingContext:
         self.lo = lo
         self.hi = hi
         self.strict = True
+
+
+_ACTIVE: ContextVar[GroundingContext | None] = ContextVar("insights_grounding", default=None)
+
+
+@contextlib.contextmanager
+def grounding(context: GroundingContext) -> Iterator[GroundingContext]:
+    """Make ``context`` the one :class:`GroundedExtraction` validates against, in this thread.
+
+    Not passed as instructor's ``context=``: instructor renders every message as a Jinja template when
+    it gets a context, and a document's ``{{ … }}`` must reach the model as written.
+    """
+    token = _ACTIVE.set(context)
+    try:
+        yield context
+    finally:
+        _ACTIVE.reset(token)
 
 
 class GroundedExtraction(Extraction):
@@ -188,7 +209,7 @@ class GroundedExtraction(Extraction):
 
     @model_validator(mode="after")
     def _locate_quotes(self, info: ValidationInfo) -> GroundedExtraction:
-        ctx = (info.context or {}).get("grounding")
+        ctx = (info.context or {}).get("grounding") or _ACTIVE.get()
         if not isinstance(ctx, GroundingContext):
             return self  # validated outside extraction (e.g. schema tests): nothing to ground against
         grounded: list[GroundedDraft] = []
