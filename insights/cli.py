@@ -360,6 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``insights`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # instructor logs every failed attempt at ERROR; the outcome is reported once, by us.
+        logging.getLogger("instructor").setLevel(logging.CRITICAL)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

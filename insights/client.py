@@ -220,6 +220,11 @@ class ModelClient:
             self._openai = None
             base = self.settings.base_url
             self.endpoint = urlparse(base).netloc if base else "api.openai.com"
+            if not self.settings.offline and not self.settings.api_key and not base:
+                raise ConfigError(
+                    "no OPENAI_API_KEY is set and no OPENAI_BASE_URL / --base-url points at a local endpoint; "
+                    "set one, or answer from a cache with --offline (or --replay FILE)"
+                )
 
     # ------------------------------------------------------------------------------------------- public
     @property
@@ -231,14 +236,8 @@ class ModelClient:
         """The underlying ``openai.OpenAI`` (built on first use, so offline runs need no key)."""
         with self._lock:
             if self._openai is None:
-                key = self.settings.api_key
-                if not key:
-                    if not self.settings.base_url:
-                        raise ConfigError(
-                            "no OPENAI_API_KEY is set and no OPENAI_BASE_URL / --base-url points at a local "
-                            "endpoint; set one, or run with --offline / --replay to answer from a cache"
-                        )
-                    key = "not-needed"  # local servers (Ollama, vLLM) ignore the key
+                # Local servers (Ollama, vLLM) ignore the key; the SDK insists on one.
+                key = self.settings.api_key or "not-needed"
                 self._openai = openai.OpenAI(
                     api_key=key, base_url=self.settings.base_url, max_retries=0, timeout=self.settings.timeout
                 )
@@ -364,7 +363,13 @@ class ModelClient:
                     return completion
         if self.settings.offline:
             self._log(CallRecord(doc, self.model, key, cached=False, status="CacheMiss", error="offline"))
-            raise CacheMiss(f"{doc or 'request'}: not in the cache and offline mode is on", key=key, document_id=doc)
+            where = self.cache.path if self.cache is not None else "no cache (--no-cache)"
+            raise CacheMiss(
+                f"{doc or 'request'}: offline, and {where} has no answer for this request "
+                f"(model {request.get('model')}, prompt version {prompt_version or '?'}, key {key[:15]}…)",
+                key=key,
+                document_id=doc,
+            )
 
         attempts = 0
 

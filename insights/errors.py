@@ -48,7 +48,9 @@ class CacheError(InsightsError):
 
 
 class CacheMiss(CacheError):
-    """Offline mode and no cached answer for this request."""
+    """Offline mode and no cached answer for this request. Running online would help: ``retryable``."""
+
+    retryable = True
 
     def __init__(self, message: str, *, key: str = "", document_id: str = "") -> None:
         self.key = key

@@ -198,7 +198,7 @@ class OutputWriter:
             current = path.read_text(encoding="utf-8") if path.exists() else ""
         except (OSError, UnicodeDecodeError) as exc:
             raise OutputError(f"{path}: cannot read: {exc}") from exc
-        if current != body:
+        if current != body or not path.exists():  # an empty run still leaves an (empty) output
             self._rewrite(path, lines, body)
 
     def _rewrite(self, path: Path, lines: list[dict[str, Any]], body: str | None = None) -> None:
