@@ -1,0 +1,97 @@
+"""The command line: help, exit codes, messages, replay, schema, estimate, cache commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import CASSETTES, SEEDS
+
+from insights import cli
+from insights.output import read_jsonl
+
+REPLAY = CASSETTES / "seeds-replay.jsonl"
+
+
+@pytest.mark.parametrize("argv", [[], ["extract"], ["estimate"], ["schema"], ["cache"], ["cache", "stats"], ["cache", "export"]])
+def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        cli.main([*argv, "--help"])
+    assert done.value.code == 0
+    assert "usage: insights" in capsys.readouterr().out
+
+
+def test_extract_help_explains_resume_and_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["extract", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--output", "--concurrency", "--offline", "--replay", "--base-url", "--model", "--no-cache", "--overwrite"):
+        assert option in text
+    assert "skips documents already in the output" in " ".join(text.split())
+
+
+def test_no_key_and_no_endpoint_is_a_clear_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["extract", str(SEEDS), "-o", str(tmp_path / "o.jsonl")]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "OPENAI_API_KEY" in err and "--offline" in err
+    assert not (tmp_path / "o.errors.jsonl").exists() or (tmp_path / "o.errors.jsonl").read_text() == ""
+
+
+def test_missing_input_names_the_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["extract", str(tmp_path / "nope"), "--offline"]) == cli.EXIT_USAGE
+    assert "nope" in capsys.readouterr().err
+
+
+def test_replay_runs_the_seeds_offline_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.jsonl"
+    assert cli.main(["extract", str(SEEDS), "-o", str(out), "--replay", str(REPLAY), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "Replaying recorded responses" in err and "not a live model" in err
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == 61 and {x["document_id"] for x in lines} == {p.stem for p in SEEDS.iterdir()}
+    texts = {p.stem: __import__("insights").load_document(p).text for p in SEEDS.iterdir()}
+    for line in lines:
+        for e in line["evidence"]:
+            assert texts[line["document_id"]][e["start"] : e["end"]] == e["quote"]
+    assert {x["kind"] for x in lines} == {"barrier", "enabler", "champion", "failed_experiment"}
+    assert [d["counts"]["rejected"] for d in read_jsonl(tmp_path / "out.documents.jsonl")] == [0] * 5
+
+
+def test_offline_with_an_empty_cache_reports_every_document_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.jsonl"
+    code = cli.main(["extract", str(SEEDS), "-o", str(out), "--offline", "--cache", str(tmp_path / "empty.db"), "-q"])
+    assert code == cli.EXIT_FAILED
+    errors = list(read_jsonl(tmp_path / "out.errors.jsonl"))
+    assert len(errors) == 5 and {e["error_type"] for e in errors} == {"CacheMiss"}
+    assert all("has no answer for this request" in e["message"] and e["retryable"] for e in errors)
+    assert out.read_text() == ""
+
+
+def test_schema_prints_json_schema_of_output_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["schema", "output_line"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    titles = {ref.split("/")[-1] for ref in json.dumps(schema).split('"$ref": "')[1:] for ref in [ref.split('"')[0]]}
+    assert {"BarrierLine", "EnablerLine", "ChampionLine", "FailedExperimentLine", "Evidence"} <= titles
+    barrier = schema["$defs"]["BarrierLine"]["properties"]
+    assert {"document_id", "kind", "statement", "evidence", "category", "level", "title", "year", "country"} <= set(barrier)
+
+
+def test_estimate_counts_without_network(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["estimate", str(SEEDS), "--model", "gpt-4o-mini"]) == 0
+    out = capsys.readouterr().out
+    assert "documents                 5" in out and "calls (no re-asks)        5" in out
+    assert "estimated cost            $0.0" in out and "no network" in out
+
+
+def test_cache_export_import_stats_and_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "c.db")
+    body = "".join(REPLAY.read_text().splitlines(keepends=True)[1:])
+    (tmp_path / "entries.jsonl").write_text(body)
+    assert cli.main(["cache", "import", str(tmp_path / "entries.jsonl"), "--cache", db]) == 0
+    assert cli.main(["cache", "stats", "--cache", db]) == 0
+    assert "5 entries" in capsys.readouterr().out
+    assert cli.main(["cache", "export", str(tmp_path / "again.jsonl"), "--cache", db]) == 0
+    assert len((tmp_path / "again.jsonl").read_text().splitlines()) == 5
+    assert cli.main(["cache", "clear", "--cache", db]) == 0
+    assert "removed 5 entries" in capsys.readouterr().out
