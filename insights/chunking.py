@@ -39,6 +39,15 @@ def _cut(text: str, start: int, limit: int) -> int:
     return limit
 
 
+def _overlap_start(text: str, lo: int, hi: int) -> int:
+    """Where an overlapping chunk starts: the first line, sentence or word start in ``[lo, hi)``."""
+    for boundary in ("\n", ". ", " "):
+        at = text.find(boundary, lo, hi)
+        if at >= 0:
+            return at + len(boundary)
+    return lo
+
+
 def split(text: str, max_chars: int, overlap: int = 0) -> list[Chunk]:
     """Spans of at most ``max_chars`` characters covering ``text``, overlapping by about ``overlap``.
 
@@ -62,6 +71,5 @@ def split(text: str, max_chars: int, overlap: int = 0) -> list[Chunk]:
         if end >= len(text):
             break
         nxt = max(end - overlap, start + 1)
-        line = text.find("\n", nxt, end)  # start the overlap on a line boundary when there is one
-        start = line + 1 if overlap and 0 <= line < end - 1 else nxt
+        start = _overlap_start(text, nxt, min(end - 1, nxt + overlap // 2)) if overlap else nxt
     return [Chunk(i + 1, len(spans), s, e) for i, (s, e) in enumerate(spans)]
