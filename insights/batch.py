@@ -80,7 +80,9 @@ class RateLimiter:
                     self._tokens = min(self.tpm, self._tokens + elapsed * self.tpm / 60)
                 need_tokens = min(tokens, self.tpm) if self.tpm else 0
                 wait_r = 0.0 if not self.rpm or self._requests >= 1 else (1 - self._requests) * 60 / self.rpm
-                wait_t = 0.0 if not self.tpm or self._tokens >= need_tokens else (need_tokens - self._tokens) * 60 / self.tpm
+                wait_t = (
+                    0.0 if not self.tpm or self._tokens >= need_tokens else (need_tokens - self._tokens) * 60 / self.tpm
+                )
                 if wait_r == 0 and wait_t == 0:
                     if self.rpm:
                         self._requests -= 1
@@ -158,7 +160,14 @@ def extract_many(
 
 def run_summary(outcomes: Iterable[Outcome]) -> dict[str, Any]:
     """Totals over outcomes: done, failed, from cache, tokens and cost."""
-    summary: dict[str, Any] = {"done": 0, "failed": 0, "from_cache": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
+    summary: dict[str, Any] = {
+        "done": 0,
+        "failed": 0,
+        "from_cache": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cost_usd": 0.0,
+    }
     for o in outcomes:
         if o.result is None:
             summary["failed"] += 1

@@ -209,16 +209,12 @@ def _migrate(conn: sqlite3.Connection) -> None:
     """Apply the migrations not yet recorded in ``_migrations``, all in one write transaction."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
-        )
+        conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
         done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
         for migration in MIGRATIONS:
             if migration.__name__ not in done:
                 migration(conn)
-                conn.execute(
-                    "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (migration.__name__, _now())
-                )
+                conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (migration.__name__, _now()))
                 logger.debug("applied migration %s", migration.__name__)
         unknown = done - {m.__name__ for m in MIGRATIONS}
         if unknown:
@@ -618,7 +614,7 @@ class Cache:
         names = _CALL_COLUMNS.split(", ")
         out = []
         for row in rows:
-            item = dict(zip(names, row))
+            item = dict(zip(names, row, strict=True))
             item["cached"] = bool(item["cached"])
             out.append(item)
         return out
@@ -699,4 +695,3 @@ class Cache:
 
     def __repr__(self) -> str:
         return f"Cache({str(self.path)!r})"
-

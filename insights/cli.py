@@ -21,7 +21,7 @@ from .batch import DEFAULT_CONCURRENCY, Outcome, extract_many
 from .cache import Cache
 from .client import ModelClient
 from .config import Settings, resolve_settings
-from .documents import Document, load_corpus
+from .documents import load_corpus
 from .errors import CacheError, ConfigError, DocumentError, InsightsError, OutputError
 from .output import OutputWriter
 from .prompts import load_prompts
@@ -183,7 +183,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
     if out is not None:
         _say(f"output: {out} (documents: {writer.documents}, errors: {writer.errors})")
     if fatal is not None:
-        _say(f"stopped: {type(fatal).__name__}: {fatal}. Finished documents are saved; fix the cause and run the same command again to resume.")
+        _say(
+            f"stopped: {type(fatal).__name__}: {fatal}. Finished documents are saved; "
+            "fix the cause and run the same command again to resume."
+        )
         return EXIT_FATAL
     if summary["failed"]:
         _say(f"{summary['failed']} document(s) failed: see {writer.errors}. Run the same command again to retry them.")
@@ -296,10 +299,18 @@ def build_parser() -> argparse.ArgumentParser:
         "Re-running the same command skips documents already in the output and retries the failed ones.",
     )
     ex.add_argument("paths", nargs="+", metavar="PATH", help="files, folders (searched recursively) or globs")
-    ex.add_argument("-o", "--output", metavar="OUT.jsonl", help="output file (appended, resumable); '-' or none: stdout")
+    ex.add_argument(
+        "-o", "--output", metavar="OUT.jsonl", help="output file (appended, resumable); '-' or none: stdout"
+    )
     ex.add_argument("--errors", metavar="FILE", help="error records (default: OUT.errors.jsonl beside the output)")
     ex.add_argument("--overwrite", action="store_true", help="start over instead of resuming the output")
-    ex.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N", help=f"documents in flight (default {DEFAULT_CONCURRENCY})")
+    ex.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        metavar="N",
+        help=f"documents in flight (default {DEFAULT_CONCURRENCY})",
+    )
     ex.add_argument("--rpm", type=float, metavar="N", help="at most N requests per minute")
     ex.add_argument("--tpm", type=float, metavar="N", help="at most N input tokens per minute")
     ex.add_argument("--replay", metavar="FILE", help="answer only from a recorded replay file (offline, no key needed)")
@@ -310,7 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--max-retries", type=int, metavar="N", help="transport retries per request (default 4)")
     ex.add_argument("--reasks", type=int, metavar="N", help="re-asks after an invalid or ungrounded answer (default 2)")
     ex.add_argument("--timeout", type=float, metavar="S", help="seconds per HTTP request (default 120)")
-    ex.add_argument("--chunk-chars", type=int, metavar="N", help="split documents longer than N characters (default 24000)")
+    ex.add_argument(
+        "--chunk-chars", type=int, metavar="N", help="split documents longer than N characters (default 24000)"
+    )
     ex.add_argument("--prices", metavar="FILE", help="JSON price table {model: {input, output}} in $ per 1M tokens")
     ex.set_defaults(func=cmd_extract)
 
@@ -322,15 +335,25 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("paths", nargs="+", metavar="PATH")
     es.add_argument("--model", help="model to price (default: INSIGHTS_MODEL or gpt-4o-mini)")
     es.add_argument("--chunk-chars", type=int, metavar="N", help="chunk size (default 24000)")
-    es.add_argument("--output-tokens", type=int, default=700, metavar="N", help="assumed output tokens a call (default 700)")
+    es.add_argument(
+        "--output-tokens", type=int, default=700, metavar="N", help="assumed output tokens a call (default 700)"
+    )
     es.add_argument("--prices", metavar="FILE", help="JSON price table {model: {input, output}} in $ per 1M tokens")
     es.set_defaults(func=cmd_estimate)
 
-    sc = sub.add_parser("schema", help="print the JSON Schema of the output records", description="Print the JSON Schema of output lines and of DocumentInsights.")
+    sc = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of the output records",
+        description="Print the JSON Schema of output lines and of DocumentInsights.",
+    )
     sc.add_argument("which", nargs="?", choices=["output_line", "document_insights"], help="only this schema")
     sc.set_defaults(func=cmd_schema)
 
-    ca = sub.add_parser("cache", help="inspect, clear, export or import the response cache", description="The response cache and call log (an SQLite file).")
+    ca = sub.add_parser(
+        "cache",
+        help="inspect, clear, export or import the response cache",
+        description="The response cache and call log (an SQLite file).",
+    )
     ca_sub = ca.add_subparsers(dest="action", required=True, metavar="ACTION")
     ca_sub.add_parser("stats", help="entries, size, hit rate, tokens and cost saved")
     clear = ca_sub.add_parser("clear", help="delete every cached response")
@@ -340,7 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp = ca_sub.add_parser("import", help="read cache entries from JSONL")
     imp.add_argument("file", metavar="FILE", help="input file, or - for stdin")
     for p in (ca, *ca_sub.choices.values()):
-        p.add_argument("--cache", metavar="PATH", default=argparse.SUPPRESS, help="cache file (default: INSIGHTS_CACHE or ~/.cache/insights/insights.db)")
+        p.add_argument(
+            "--cache",
+            metavar="PATH",
+            default=argparse.SUPPRESS,
+            help="cache file (default: INSIGHTS_CACHE or ~/.cache/insights/insights.db)",
+        )
     ca.set_defaults(func=cmd_cache, cache=None)
     return parser
 
@@ -352,14 +380,18 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 
 def _cache_options(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--cache", metavar="PATH", help="cache file (default: INSIGHTS_CACHE or ~/.cache/insights/insights.db)")
+    group.add_argument(
+        "--cache", metavar="PATH", help="cache file (default: INSIGHTS_CACHE or ~/.cache/insights/insights.db)"
+    )
     group.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``insights`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not args.verbose:
         # instructor logs every failed attempt at ERROR; the outcome is reported once, by us.
         logging.getLogger("instructor").setLevel(logging.CRITICAL)

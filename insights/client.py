@@ -126,7 +126,9 @@ def classify(exc: Exception, attempts: int) -> ModelError | _Retryable:
     status, code = exc.status_code, _error_code(exc)
     message = f"HTTP {status} {code}: {exc.message}".replace("  ", " ")
     if status == 429 and code == "insufficient_quota":
-        return QuotaExceeded(message + " (the account is out of credit; retrying cannot help)", attempts=attempts, status=status)
+        return QuotaExceeded(
+            message + " (the account is out of credit; retrying cannot help)", attempts=attempts, status=status
+        )
     if status in (408, 409, 429) or status >= 500:
         return _Retryable(TransportError(message, attempts=attempts, status=status), _retry_after(exc.response))
     if status in (401, 403):
@@ -204,7 +206,9 @@ class ModelClient:
         before_request: Callable[[int], None] | None = None,
     ) -> None:
         self.settings = settings or resolve_settings()
-        self.cache = cache if cache is not None else (Cache(self.settings.cache_path) if self.settings.cache_path else None)
+        self.cache = (
+            cache if cache is not None else (Cache(self.settings.cache_path) if self.settings.cache_path else None)
+        )
         self._owns_cache = cache is None and self.cache is not None
         self.sleep = sleep
         self.before_request = before_request
@@ -213,7 +217,9 @@ class ModelClient:
         self._lock = threading.Lock()
         if openai_client is not None:
             if not isinstance(openai_client, openai.OpenAI):
-                raise ConfigError(f"client must be an openai.OpenAI or insights.ModelClient, not {type(openai_client).__name__}")
+                raise ConfigError(
+                    f"client must be an openai.OpenAI or insights.ModelClient, not {type(openai_client).__name__}"
+                )
             self._openai = openai_client.with_options(max_retries=0)
             self.endpoint = urlparse(str(openai_client.base_url)).netloc
         else:
@@ -385,7 +391,9 @@ class ModelClient:
                 mapped = classify(exc, attempts)
                 err = mapped.error if isinstance(mapped, _Retryable) else mapped
                 err.document_id = doc
-                self._log(CallRecord(doc, self.model, key, cached=False, status=type(err).__name__, error=str(err)[:500]))
+                self._log(
+                    CallRecord(doc, self.model, key, cached=False, status=type(err).__name__, error=str(err)[:500])
+                )
                 if isinstance(mapped, _Retryable):
                     raise mapped from exc
                 raise mapped from exc

@@ -381,9 +381,7 @@ def _check_text(raw: str, where: str) -> None:
     sample = raw[:65536]
     controls = len(_CONTROL_SCAN.findall(sample))
     if controls > 0.1 * len(sample):
-        raise DocumentError(
-            where, f"binary content ({controls} control characters in {len(sample)}), not text"
-        )
+        raise DocumentError(where, f"binary content ({controls} control characters in {len(sample)}), not text")
 
 
 def _extract_tags(s: str, metadata: dict[str, list[str]]) -> str:
@@ -661,9 +659,7 @@ def _decode(data: bytes, path: Path | str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise DocumentError(
-            path, f"not UTF-8 text (invalid byte 0x{data[e.start]:02x} at offset {e.start})"
-        ) from e
+        raise DocumentError(path, f"not UTF-8 text (invalid byte 0x{data[e.start]:02x} at offset {e.start})") from e
 
 
 def _doc_id(path: Path) -> str:
@@ -837,9 +833,7 @@ def iter_corpus(
         try:
             for doc in _iter_file(path):
                 if doc.id in seen:
-                    raise DocumentError(
-                        path, f"duplicate document id {doc.id!r} (already read from {seen[doc.id]})"
-                    )
+                    raise DocumentError(path, f"duplicate document id {doc.id!r} (already read from {seen[doc.id]})")
                 seen[doc.id] = str(path)
                 yield doc
         except DocumentError as e:

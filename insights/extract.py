@@ -200,4 +200,3 @@ def _extract(client: ModelClient, document: Document) -> DocumentInsights:
         rejected=rejected,
         provenance=provenance,
     )
-

@@ -237,14 +237,11 @@ class GroundedExtraction(Extraction):
                 reason = ""
                 if missing:
                     reason = "quote not found in the document: " + "; ".join(repr(q) for q in missing)
-                grounded.append(
-                    GroundedDraft(kind, draft.model_dump(), None if missing else evidence, reason)
-                )
+                grounded.append(GroundedDraft(kind, draft.model_dump(), None if missing else evidence, reason))
         if failures and ctx.strict:
             raise ValueError(
                 "Some quotes are not passages of the document. Every quote must be copied word for word "
-                "from the text between the delimiter lines; fix or remove these insights:\n- "
-                + "\n- ".join(failures)
+                "from the text between the delimiter lines; fix or remove these insights:\n- " + "\n- ".join(failures)
             )
         self._grounded = grounded
         return self

@@ -83,14 +83,11 @@ def load_prices(path: Path | None) -> dict[str, Price]:
         raise ConfigError(f"{path}: the prices file is not valid JSON: {e}") from e
     if not isinstance(data, dict):
         raise ConfigError(
-            f"{path}: the prices file must be a JSON object of {{model: {{input, output}}}}, "
-            f"got {type(data).__name__}"
+            f"{path}: the prices file must be a JSON object of {{model: {{input, output}}}}, got {type(data).__name__}"
         )
     for model, entry in data.items():
         if not isinstance(entry, dict):
-            raise ConfigError(
-                f"{path}: price for {model!r} must be an object with 'input' and 'output', got {entry!r}"
-            )
+            raise ConfigError(f"{path}: price for {model!r} must be an object with 'input' and 'output', got {entry!r}")
         prices[model] = Price(input=_rate(path, model, entry, "input"), output=_rate(path, model, entry, "output"))
     return prices
 

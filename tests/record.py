@@ -35,7 +35,9 @@ REPLAY = CASSETTES / "seeds-replay.jsonl"
 
 def record_replay_file(base_url: str, api_key: str, model: str, source: str) -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        settings = resolve_settings(env={}, base_url=base_url, api_key=api_key, model=model, cache_path=Path(tmp) / "c.db")
+        settings = resolve_settings(
+            env={}, base_url=base_url, api_key=api_key, model=model, cache_path=Path(tmp) / "c.db"
+        )
         with Cache(settings.cache_path) as cache:  # type: ignore[arg-type]
             client = ModelClient(settings, cache=cache)
             outcomes = list(extract_many(load_corpus(REPO / "seeds"), client=client, concurrency=1))
@@ -69,7 +71,9 @@ def main() -> int:
     print(f"wrote {REPLAY.relative_to(REPO)} ({n} responses) from {source}")
     (CASSETTES / "RECORDED.json").write_text(json.dumps(recorded, indent=2) + "\n")
     env = dict(os.environ, INSIGHTS_RECORD="1")
-    return subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cassettes.py"], cwd=REPO, env=env)
+    return subprocess.call(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cassettes.py"], cwd=REPO, env=env
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,12 @@ def test_exported_names() -> None:
 
 
 def test_every_error_derives_from_the_root() -> None:
-    errors = [getattr(insights, n) for n in insights.__all__ if n.endswith("Error") or n in ("CacheMiss", "QuotaExceeded", "InvalidOutput", "OutputRejected", "RequestRejected")]
+    errors = [
+        getattr(insights, n)
+        for n in insights.__all__
+        if n.endswith("Error")
+        or n in ("CacheMiss", "QuotaExceeded", "InvalidOutput", "OutputRejected", "RequestRejected")
+    ]
     assert errors and all(issubclass(e, insights.InsightsError) for e in errors)
     assert insights.AuthError.fatal and insights.QuotaExceeded.fatal and not insights.TransportError.fatal
     assert insights.TransportError.retryable and not insights.RequestRejected.retryable
@@ -36,7 +41,13 @@ def test_only_the_client_imports_the_model_sdks() -> None:
     importers = set()
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             if any(n.split(".")[0] in ("openai", "instructor") for n in names):
                 importers.add(path.relative_to(PACKAGE).as_posix())
     assert importers == {"client.py"}

@@ -46,13 +46,18 @@ def test_a_slow_document_does_not_hold_back_the_others() -> None:
 def test_a_failing_document_is_isolated() -> None:
     docs = make_docs(5)
     with ReferenceServer({}, plan=FaultPlan(script={"doc002": ["500"] * 10})) as srv:
-        outcomes = {o.document.id: o for o in insights.extract_many(docs, concurrency=2, client=client(srv, max_retries=2))}
+        outcomes = {
+            o.document.id: o for o in insights.extract_many(docs, concurrency=2, client=client(srv, max_retries=2))
+        }
     assert [i for i, o in outcomes.items() if not o.ok] == ["doc002"]
     error = outcomes["doc002"].error
     assert isinstance(error, insights.TransportError) and error.retryable and error.attempts == 3
 
 
-@pytest.mark.parametrize(("action", "error"), [("401", insights.AuthError), ("429_quota", insights.QuotaExceeded), ("403", insights.AuthError)])
+@pytest.mark.parametrize(
+    ("action", "error"),
+    [("401", insights.AuthError), ("429_quota", insights.QuotaExceeded), ("403", insights.AuthError)],
+)
 def test_fatal_errors_stop_the_run(action: str, error: type) -> None:
     docs = make_docs(20)
     with ReferenceServer({}, plan=FaultPlan(script={"*": [action] * 100})) as srv:

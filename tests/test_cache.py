@@ -180,10 +180,21 @@ def test_clear_removes_entries_but_keeps_log_unless_asked(cache: Cache) -> None:
 def test_log_calls_and_stats(cache: Cache) -> None:
     cache.put("k1", response=_response(1), model="gpt-4o-mini", input_tokens=100, output_tokens=50, latency_s=2)
     records = [
-        CallRecord("doc-a", "gpt-4o-mini", "k1", cached=False, input_tokens=100, output_tokens=50,
-                   latency_s=2.0, cost_usd=0.01),
-        CallRecord("doc-b", "gpt-4o-mini", "k2", cached=False, input_tokens=300, output_tokens=0,
-                   latency_s=1.0, cost_usd=None, status="TransportError", error="timeout"),
+        CallRecord(
+            "doc-a", "gpt-4o-mini", "k1", cached=False, input_tokens=100, output_tokens=50, latency_s=2.0, cost_usd=0.01
+        ),
+        CallRecord(
+            "doc-b",
+            "gpt-4o-mini",
+            "k2",
+            cached=False,
+            input_tokens=300,
+            output_tokens=0,
+            latency_s=1.0,
+            cost_usd=None,
+            status="TransportError",
+            error="timeout",
+        ),
         CallRecord("doc-a", "gpt-4o-mini", "k1", cached=True, input_tokens=100, output_tokens=50, cost_usd=0.01),
         CallRecord("doc-c", "gpt-4o-mini", "k1", cached=True, input_tokens=100, output_tokens=50, cost_usd=0.01),
         CallRecord("doc-d", "llama3", "k3", cached=True, input_tokens=7, output_tokens=3, cost_usd=None),
@@ -228,8 +239,9 @@ def test_export_import_round_trip_skips_bad_lines(tmp_path: Path, caplog: pytest
     keys = [request_key(_parts(seed=n)) for n in range(4)]
     with Cache(tmp_path / "a.db") as source:
         for n, key in enumerate(keys):
-            source.put(key, response=_response(n), model="gpt-4o-mini", input_tokens=n, output_tokens=2 * n,
-                       latency_s=0.25 * n)
+            source.put(
+                key, response=_response(n), model="gpt-4o-mini", input_tokens=n, output_tokens=2 * n, latency_s=0.25 * n
+            )
         buffer = io.StringIO()
         assert source.export(buffer) == 4
         originals = {key: source.get(key) for key in keys}
@@ -348,7 +360,11 @@ def test_concurrent_processes_share_one_file(tmp_path: Path) -> None:
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _WORKER, str(path), str(w), str(per_worker)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for w in range(workers)
     ]
@@ -366,7 +382,7 @@ def test_concurrent_processes_share_one_file(tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    for proc, (out, err) in zip(procs, results):
+    for proc, (out, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err
         assert out.strip() == "done"
 
@@ -396,13 +412,11 @@ def test_threads_share_one_cache_object(tmp_path: Path) -> None:
                 start.wait()
                 for i in range(per_thread):
                     key = f"t{t}-{i}"
-                    cache.put(key, response={"t": t, "i": i}, model="m", input_tokens=i, output_tokens=0,
-                              latency_s=0.0)
+                    cache.put(key, response={"t": t, "i": i}, model="m", input_tokens=i, output_tokens=0, latency_s=0.0)
                     got = cache.get(key)
                     assert got is not None and got.response == {"t": t, "i": i}
                     assert cache.get(f"t{(t + 1) % threads}-absent") is None
-                    cache.log_call(CallRecord(document_id=f"d{t}", model="m", key=key, cached=False,
-                                              input_tokens=i))
+                    cache.log_call(CallRecord(document_id=f"d{t}", model="m", key=key, cached=False, input_tokens=i))
             except BaseException as e:  # noqa: BLE001 - reported below
                 errors.append(e)
 

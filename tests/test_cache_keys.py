@@ -63,7 +63,9 @@ def test_changing_the_prompt_misses(server: ReferenceServer, tmp_path: Path, mon
     assert server.count == 2
 
 
-def test_changing_the_schema_version_misses(server: ReferenceServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_changing_the_schema_version_misses(
+    server: ReferenceServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run(server, tmp_path / "c.db")
     monkeypatch.setattr(insights.client, "SCHEMA_VERSION", "999")
     run(server, tmp_path / "c.db")
@@ -110,7 +112,9 @@ def test_call_log_records_hits_and_misses(server: ReferenceServer, tmp_path: Pat
     assert stats.hits == 1 and stats.tokens_saved == calls[0]["input_tokens"] + calls[0]["output_tokens"]
 
 
-def test_cli_twice_makes_no_request_the_second_time(server: ReferenceServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_twice_makes_no_request_the_second_time(
+    server: ReferenceServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPENAI_BASE_URL", server.url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-cli")
     monkeypatch.setenv("INSIGHTS_CACHE", str(tmp_path / "c.db"))

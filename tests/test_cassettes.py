@@ -100,7 +100,7 @@ def test_seed_end_to_end(name: str, fake_clock: FakeClock) -> None:
              "failed_experiments": result.failed_experiments}  # fmt: skip
     for field, got in kinds.items():
         assert [i.statement for i in got] == [a["statement"] for a in expected[field]], field
-        for insight, ref in zip(got, expected[field]):
+        for insight, ref in zip(got, expected[field], strict=True):
             assert [e.quote for e in insight.evidence] == sorted(ref["quotes"], key=lambda q: doc.text.find(q))
     assert result.rejected == []
 
@@ -144,7 +144,9 @@ def test_malformed_json_is_reasked(fake_clock: FakeClock) -> None:
     assert fake_clock.sleeps == []  # a re-ask is not a transport retry
 
 
-@pytest.mark.parametrize(("status", "cassette_name"), [("429", "rate_limited_then_ok"), ("500", "server_error_then_ok")])
+@pytest.mark.parametrize(
+    ("status", "cassette_name"), [("429", "rate_limited_then_ok"), ("500", "server_error_then_ok")]
+)
 def test_transport_error_then_success(status: str, cassette_name: str, fake_clock: FakeClock) -> None:
     doc = insights.load_document(SEEDS / f"{FAULT_DOC}.txt")
     plan = FaultPlan(script={FAULT_DOC: [status, "ok"]}, retry_after=3)

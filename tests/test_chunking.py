@@ -21,7 +21,7 @@ def test_chunks_cover_everything_within_the_limit_and_overlap() -> None:
     assert all(c.end - c.start <= 3000 for c in chunks)
     assert [c.part for c in chunks] == list(range(1, len(chunks) + 1))
     assert all(c.parts == len(chunks) for c in chunks)
-    for a, b in zip(chunks, chunks[1:]):
+    for a, b in zip(chunks, chunks[1:], strict=False):
         assert a.start < b.start <= a.end  # progress, and no gap
         assert a.end - b.start > 0  # overlap
 

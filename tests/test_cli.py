@@ -14,7 +14,9 @@ from insights.output import read_jsonl
 REPLAY = CASSETTES / "seeds-replay.jsonl"
 
 
-@pytest.mark.parametrize("argv", [[], ["extract"], ["estimate"], ["schema"], ["cache"], ["cache", "stats"], ["cache", "export"]])
+@pytest.mark.parametrize(
+    "argv", [[], ["extract"], ["estimate"], ["schema"], ["cache"], ["cache", "stats"], ["cache", "export"]]
+)
 def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
         cli.main([*argv, "--help"])
@@ -26,7 +28,16 @@ def test_extract_help_explains_resume_and_settings(capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit):
         cli.main(["extract", "--help"])
     text = capsys.readouterr().out
-    for option in ("--output", "--concurrency", "--offline", "--replay", "--base-url", "--model", "--no-cache", "--overwrite"):
+    for option in (
+        "--output",
+        "--concurrency",
+        "--offline",
+        "--replay",
+        "--base-url",
+        "--model",
+        "--no-cache",
+        "--overwrite",
+    ):
         assert option in text
     assert "skips documents already in the output" in " ".join(text.split())
 
@@ -58,7 +69,9 @@ def test_replay_runs_the_seeds_offline_and_says_so(tmp_path: Path, capsys: pytes
     assert [d["counts"]["rejected"] for d in read_jsonl(tmp_path / "out.documents.jsonl")] == [0] * 5
 
 
-def test_offline_with_an_empty_cache_reports_every_document_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_offline_with_an_empty_cache_reports_every_document_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out.jsonl"
     code = cli.main(["extract", str(SEEDS), "-o", str(out), "--offline", "--cache", str(tmp_path / "empty.db"), "-q"])
     assert code == cli.EXIT_FAILED
@@ -74,7 +87,9 @@ def test_schema_prints_json_schema_of_output_lines(capsys: pytest.CaptureFixture
     titles = {ref.split("/")[-1] for ref in json.dumps(schema).split('"$ref": "')[1:] for ref in [ref.split('"')[0]]}
     assert {"BarrierLine", "EnablerLine", "ChampionLine", "FailedExperimentLine", "Evidence"} <= titles
     barrier = schema["$defs"]["BarrierLine"]["properties"]
-    assert {"document_id", "kind", "statement", "evidence", "category", "level", "title", "year", "country"} <= set(barrier)
+    assert {"document_id", "kind", "statement", "evidence", "category", "level", "title", "year", "country"} <= set(
+        barrier
+    )
 
 
 def test_estimate_counts_without_network(capsys: pytest.CaptureFixture[str]) -> None:

@@ -30,9 +30,7 @@ CORPUS = REPO.parent / "shared" / "corpus"
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 LONG_RUN = re.compile(r"\S{200,}")
-NOISE = (
-    "base64,", "data:image", "<div", "&amp;", "&lt;", "&gt;", "&quot;", "&nbsp;", "<br", "<span", "\r", "\t"
-)
+NOISE = ("base64,", "data:image", "<div", "&amp;", "&lt;", "&gt;", "&quot;", "&nbsp;", "<br", "<span", "\r", "\t")
 
 
 def seed(prefix: str) -> Path:
@@ -101,21 +99,19 @@ SEED_SENTENCES = [
         "Our challenge is that government officials in Vietnam often lack opportunities and venues to learn "
         "about social innovation and test new policy ideas.",
         "Challenge statement › Challenge statement:\u00a0What is your challenge? (Please answer in specific "
-        "terms: \"Our challenge is that...”.)",
+        'terms: "Our challenge is that...”.)',
     ),
     (
         "003",
-        "The government lab studio approach helped public servants to innovate in a safe working "
-        "environment.",
+        "The government lab studio approach helped public servants to innovate in a safe working environment.",
         "Learnings on your challenge › What are the top key insights you generated about your learning "
         "challenge during this Action Learning Plan? (Please list a maximum of 5 key insights)",
     ),
     (
         "004",
-        "Our challenge is that government officials lack incentives to change or adopt new innovative "
-        "practices.",
+        "Our challenge is that government officials lack incentives to change or adopt new innovative practices.",
         "Challenge statement › Challenge statement:\u00a0What is your challenge? (Please answer in specific "
-        "terms: \"Our challenge is that...”.)",
+        'terms: "Our challenge is that...”.)',
     ),
 ]
 
@@ -559,10 +555,8 @@ def test_file_name_with_several_dots(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- JSONL
 def test_jsonl_records(tmp_path: Path) -> None:
     records = [
-        {"id": "rec-1", "text": "# First\n\n## Part\n\nHello &amp;amp; welcome.",
-            "metadata": {"country": "Chad"}},
-        {"id": 7, "text": "No title here.\n[[year:2021]]",
-            "metadata": {"methods": ["A", "B"], "title": "Given"}},
+        {"id": "rec-1", "text": "# First\n\n## Part\n\nHello &amp;amp; welcome.", "metadata": {"country": "Chad"}},
+        {"id": 7, "text": "No title here.\n[[year:2021]]", "metadata": {"methods": ["A", "B"], "title": "Given"}},
         {"text": "Third record without an id."},
     ]
     path = write(tmp_path, "batch.jsonl", "\n".join(json.dumps(r) for r in records) + "\n\n")
@@ -666,11 +660,48 @@ SOUP = st.lists(
     st.one_of(
         st.sampled_from(
             [
-                "[[", "]]", ":", "<", ">", "&amp;", "&lt;", "&#10;", "&#13;", "#", "## ", "> ", "\n", "\r\n",
-                "\n\n", " ", "\t", "[[year:", "[[methods:x]]", "<div>", "</div>", "<br>", "](", "![](", "[",
-                ")", "data:image/png;base64,", "AAAA", "@", "a@b.org", "\\.", "\u00a0", "\u200b",
-                "中文", "שלום",
-                "&amp;amp;lt;div&amp;amp;gt;", "<script>", "</script>", "<!--", "-->", "\x0c", "\u2028",
+                "[[",
+                "]]",
+                ":",
+                "<",
+                ">",
+                "&amp;",
+                "&lt;",
+                "&#10;",
+                "&#13;",
+                "#",
+                "## ",
+                "> ",
+                "\n",
+                "\r\n",
+                "\n\n",
+                " ",
+                "\t",
+                "[[year:",
+                "[[methods:x]]",
+                "<div>",
+                "</div>",
+                "<br>",
+                "](",
+                "![](",
+                "[",
+                ")",
+                "data:image/png;base64,",
+                "AAAA",
+                "@",
+                "a@b.org",
+                "\\.",
+                "\u00a0",
+                "\u200b",
+                "中文",
+                "שלום",
+                "&amp;amp;lt;div&amp;amp;gt;",
+                "<script>",
+                "</script>",
+                "<!--",
+                "-->",
+                "\x0c",
+                "\u2028",
             ]
         ),
         st.text(min_size=1, max_size=12),
@@ -698,9 +729,7 @@ def test_property_soup_gives_document_or_document_error(raw: str) -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(data=st.binary(max_size=300))
-def test_property_bytes_give_document_or_document_error(
-    tmp_path_factory: pytest.TempPathFactory, data: bytes
-) -> None:
+def test_property_bytes_give_document_or_document_error(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
     path = tmp_path_factory.mktemp("bin") / "f.md"
     path.write_bytes(data)
     try:

@@ -26,6 +26,7 @@ def test_long_document_is_chunked_and_duplicates_from_overlaps_merge_once() -> N
         requests = srv.requests
     chunks = split(doc.text, 3000, 1500)
     assert result.provenance.chunks == len(chunks) == len(requests) > 3
+
     # The server answers each chunk with the annotated items whose quotes all lie inside it; with
     # overlaps this large most items are answered twice, yet each must come out once.
     def fits(item: dict, times: int) -> bool:

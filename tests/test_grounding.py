@@ -6,7 +6,7 @@ import pytest
 from conftest import SEEDS
 
 import insights
-from insights.grounding import FUZZY_THRESHOLD, Grounder, GroundedExtraction, GroundingContext, normalize
+from insights.grounding import FUZZY_THRESHOLD, GroundedExtraction, Grounder, GroundingContext, normalize
 
 TEXT = "Intro line.\n\nThe “culture of blame” is   strong — officials fear & avoid risk.\nLast line here.\n"
 

@@ -47,7 +47,13 @@ def test_lines_round_trip_with_identity_fields(tmp_path: Path) -> None:
     assert len(records) == 6
     first = records[0]
     doc = docs()[0]
-    assert (first.document_id, first.kind, first.title, first.model, first.prompt_version) == (doc.id, "barrier", doc.title, MODEL, PROMPT)
+    assert (first.document_id, first.kind, first.title, first.model, first.prompt_version) == (
+        doc.id,
+        "barrier",
+        doc.title,
+        MODEL,
+        PROMPT,
+    )
     assert first.type == doc.meta("type") and first.year == doc.meta("year") and first.country == doc.meta("country")
     assert first.content_hash == doc.content_hash
     assert json.loads(out.read_text().splitlines()[0])["category"] == "other"
@@ -118,5 +124,10 @@ def test_error_records_say_why(tmp_path: Path) -> None:
         writer.write_error(doc, insights.TransportError("HTTP 503", attempts=5, status=503, last_output="{"))
     [record] = read_jsonl(sidecar(out, "errors"))
     assert record["document_id"] == doc.id and record["path"] == doc.path
-    assert (record["error_type"], record["attempts"], record["status"], record["retryable"]) == ("TransportError", 5, 503, True)
+    assert (record["error_type"], record["attempts"], record["status"], record["retryable"]) == (
+        "TransportError",
+        5,
+        503,
+        True,
+    )
     assert record["last_output"] == "{"

@@ -337,9 +337,7 @@ def test_timeout_stalls_then_answers(server: ReferenceServer) -> None:
     assert json.loads(tool_arguments(raw))["barriers"]
 
 
-def _completion_for(
-    server: ReferenceServer, action: str, text: str = PART_1, doc_id: str = DOC_ID
-) -> dict[str, Any]:
+def _completion_for(server: ReferenceServer, action: str, text: str = PART_1, doc_id: str = DOC_ID) -> dict[str, Any]:
     server.plan = FaultPlan(script={"*": [action]})
     status, headers, raw = post(server.url, chat_body(doc_id, text))
     assert status == 200 and headers["x-reference-action"] == action

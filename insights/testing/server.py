@@ -199,8 +199,7 @@ _ERRORS: dict[str, tuple[int, str, str, str | None, str | None]] = {
     ),
     "401": (
         401,
-        "Incorrect API key provided. "
-        "You can find your API key at https://platform.openai.com/account/api-keys.",
+        "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
         "invalid_request_error",
         "invalid_api_key",
         None,
@@ -422,7 +421,7 @@ def _sentences(text: str, limit: int = 2) -> list[str]:
 
 def _synthetic_answer(text: str) -> dict[str, list[Any]]:
     answer: dict[str, list[Any]] = {name: [] for name in _FIELDS}
-    for name, sentence in zip(("barriers", "enablers"), _sentences(text)):
+    for name, sentence in zip(("barriers", "enablers"), _sentences(text), strict=False):
         answer[name].append(
             {
                 "statement": SYNTHETIC_STATEMENT,
@@ -575,9 +574,7 @@ class _Handler(BaseHTTPRequestHandler):
         if urlsplit(self.path).path.rstrip("/") in _MODEL_PATHS:
             models = {
                 "object": "list",
-                "data": [
-                    {"id": MODEL_ID, "object": "model", "created": CREATED, "owned_by": "insights-testing"}
-                ],
+                "data": [{"id": MODEL_ID, "object": "model", "created": CREATED, "owned_by": "insights-testing"}],
             }
             self.send_json(200, _dumps(models).encode())
         else:
@@ -946,12 +943,8 @@ def _build_parser() -> argparse.ArgumentParser:
         help="directory of {document_id, extraction} JSON files (default: evals/seeds of the source tree)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default: 127.0.0.1)")
-    parser.add_argument(
-        "--port", type=int, default=8000, help="port to bind, 0 for any free one (default: 8000)"
-    )
-    parser.add_argument(
-        "--latency", type=float, default=0.0, help="seconds to sleep before each answer (default: 0)"
-    )
+    parser.add_argument("--port", type=int, default=8000, help="port to bind, 0 for any free one (default: 8000)")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds to sleep before each answer (default: 0)")
     parser.add_argument(
         "--rate",
         metavar="ACTION=P",
@@ -968,12 +961,8 @@ def _build_parser() -> argparse.ArgumentParser:
         type=Path,
         help='JSON object {document_id or "*": [action for the 1st request, 2nd, ...]}',
     )
-    parser.add_argument(
-        "--retry-after", type=float, default=1.0, help="retry-after seconds sent with 429 (default: 1)"
-    )
-    parser.add_argument(
-        "--timeout-s", type=float, default=5.0, help="seconds the 'timeout' action stalls (default: 5)"
-    )
+    parser.add_argument("--retry-after", type=float, default=1.0, help="retry-after seconds sent with 429 (default: 1)")
+    parser.add_argument("--timeout-s", type=float, default=5.0, help="seconds the 'timeout' action stalls (default: 5)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
     return parser
 
@@ -1018,8 +1007,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     print(
-        f"reference server (a test double, not a model): {len(server.annotations)} annotated documents; "
-        "Ctrl-C to stop",
+        f"reference server (a test double, not a model): {len(server.annotations)} annotated documents; Ctrl-C to stop",
         file=sys.stderr,
         flush=True,
     )
