@@ -300,7 +300,7 @@ class ModelClient:
         if cause is not None:
             raise cause
         raise InvalidOutput(
-            f"no valid answer after {failure.n_attempts} attempt(s): {_first_line(failure)}",
+            f"no valid answer after {failure.n_attempts} attempt(s): {_why(failure)}",
             attempts=failure.n_attempts,
             last_output=_last_output(failure),
             document_id=document_id,
@@ -474,6 +474,9 @@ def _insights_cause(exc: BaseException) -> InsightsError | None:
     return None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+def _why(failure: InstructorRetryException) -> str:
+    """The last attempt's own error, in one line (instructor's message is a dump of every attempt)."""
+    attempts = getattr(failure, "failed_attempts", None) or []
+    cause: BaseException | None = attempts[-1].exception if attempts else failure.__cause__
+    text = " ".join(str(cause if cause is not None else failure).split())
+    return text[:400] if text else type(failure).__name__

@@ -247,6 +247,11 @@ _BINARY_MAGIC = (
 
 
 # ------------------------------------------------------------------------------------------ cleaning
+def redact_emails(value: str) -> str:
+    """Replace e-mail addresses with ``[email]``, as in ``Document.text`` (for metadata sent to a model)."""
+    return _EMAIL.sub("[email]", value) if "@" in value else value
+
+
 def _entity(match: re.Match[str]) -> str:
     name = match.group(1)
     if name in _NBSP_ENTITIES:

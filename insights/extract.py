@@ -19,7 +19,7 @@ from . import __version__
 from .chunking import Chunk, split
 from .client import CallLedger, ModelClient
 from .config import Settings, resolve_settings
-from .documents import Document
+from .documents import Document, redact_emails
 from .errors import InvalidOutput
 from .grounding import GroundedDraft, GroundedExtraction, Grounder, GroundingContext, grounding, normalize
 from .prompts import load_prompts, render_messages
@@ -39,13 +39,14 @@ def chunks_for(document: Document, settings: Settings) -> list[Chunk]:
 
 def messages_for(document: Document, chunk: Chunk) -> list[dict[str, str]]:
     """The chat messages for one chunk of a document."""
+    # Metadata keeps e-mail addresses (focal points); nothing sent to the model may carry one.
     return render_messages(
-        document_id=document.id,
-        title=document.title,
+        document_id=redact_emails(document.id),
+        title=redact_emails(document.title),
         text=document.text[chunk.start : chunk.end],
-        doc_type=document.meta("type"),
-        year=document.meta("year"),
-        country=document.meta("country"),
+        doc_type=redact_emails(document.meta("type")),
+        year=redact_emails(document.meta("year")),
+        country=redact_emails(document.meta("country")),
         part=chunk.part,
         parts=chunk.parts,
     )

@@ -10,8 +10,7 @@ bytes of the files a run leaves. Backoff runs on a fake clock (``ModelClient(set
 CLI tests that could back off patch ``insights.cli.ModelClient`` to use one too, so nothing really
 sleeps except the ``@pytest.mark.slow`` kill test (real subprocesses).
 
-Tests marked ``xfail(strict=True, reason="BUG: ...")`` document library bugs: they fail today and
-will start passing (and so fail the suite, as a reminder to drop the mark) once the bug is fixed.
+Bugs this suite found were fixed in the library; the tests that found them stay as regressions.
 """
 
 from __future__ import annotations
@@ -557,12 +556,6 @@ def test_cli_records_invalid_output_with_last_output_and_goes_on(srv, cli_env, s
         assert all(cache.get(c["key"]) is None for c in cache.calls(bad.id))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: InvalidOutput's message is 'no valid answer after N attempt(s): <failed_attempts>' "
-    "(client.py _first_line reads str(InstructorRetryException), whose first line is instructor's XML "
-    "header), so the error record never says why the answer was invalid",
-)
 @pytest.mark.parametrize(
     "fault, why", [("malformed", "json"), ("schema_invalid", "quotes"), ("no_tool_call", "tool call")]
 )
@@ -1077,12 +1070,6 @@ def test_no_key_or_email_leaks_anywhere(srv, cli_env, seed_dir, seeds, tmp_path,
         assert not any(a in text for a in addresses), path.name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: metadata values are put in the prompt unredacted (extract.messages_for passes "
-    "document.meta('type'/'year'/'country') to render_messages), so an e-mail in one of those tags "
-    "reaches the endpoint although documents.py redacts e-mails everywhere in the text",
-)
 def test_an_email_in_a_prompt_metadata_tag_does_not_reach_the_model(srv, make_client):
     raw = (
         "# Pilot\n\n[[country:Peru (contact ana.ruiz@example.org)]]\n[[type:blog by bob@example.com]]\n\n"
