@@ -18,13 +18,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
 
 from .client import ModelClient
 from .config import Settings, resolve_settings
 from .documents import Document
 from .errors import InsightsError
-from .extract import _extract
+from .extract import extract
 from .schema import DocumentInsights
 
 DEFAULT_CONCURRENCY = 8
@@ -134,7 +133,7 @@ def extract_many(
                     document = next(source, None)
                     if document is None:
                         return
-                    pending[pool.submit(_extract, client, document)] = document
+                    pending[pool.submit(extract, document, client=client)] = document
 
             refill()
             while pending:
@@ -158,24 +157,25 @@ def extract_many(
         raise fatal
 
 
-def run_summary(outcomes: Iterable[Outcome]) -> dict[str, Any]:
-    """Totals over outcomes: done, failed, from cache, tokens and cost."""
-    summary: dict[str, Any] = {
-        "done": 0,
-        "failed": 0,
-        "from_cache": 0,
-        "input_tokens": 0,
-        "output_tokens": 0,
-        "cost_usd": 0.0,
-    }
-    for o in outcomes:
-        if o.result is None:
-            summary["failed"] += 1
-            continue
-        usage = o.result.provenance.usage
-        summary["done"] += 1
-        summary["from_cache"] += int(usage.calls > 0 and usage.cached_calls == usage.calls)
-        summary["input_tokens"] += usage.input_tokens
-        summary["output_tokens"] += usage.output_tokens
-        summary["cost_usd"] += usage.cost_usd or 0.0
-    return summary
+@dataclass
+class RunSummary:
+    """Totals over a run's outcomes."""
+
+    done: int = 0
+    failed: int = 0
+    from_cache: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, outcome: Outcome) -> None:
+        """Count one outcome (a fatal error is not a failed document: the run stopped)."""
+        if outcome.result is None:
+            self.failed += int(not getattr(outcome.error, "fatal", False))
+            return
+        usage = outcome.result.provenance.usage
+        self.done += 1
+        self.from_cache += int(usage.calls > 0 and usage.cached_calls == usage.calls)
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        self.cost_usd += usage.cost_usd or 0.0

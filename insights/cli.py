@@ -7,6 +7,8 @@ Exit codes: 0 success; 1 some documents failed (see the errors file); 2 bad usag
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import sys
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
-from .batch import DEFAULT_CONCURRENCY, Outcome, extract_many
+from .batch import DEFAULT_CONCURRENCY, Outcome, RunSummary, extract_many
 from .cache import Cache
 from .client import ModelClient
 from .config import Settings, resolve_settings
@@ -54,8 +56,8 @@ def _settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
     )
 
 
-def _load_replay(path: Path, settings: Settings) -> tuple[Settings, Cache, str]:
-    """Import a replay file into a temporary cache and switch to offline mode against it."""
+def _load_replay(path: Path, settings: Settings, workdir: Path) -> tuple[Settings, Cache, str]:
+    """Import a replay file into a cache in ``workdir`` and switch to offline mode against it."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     except OSError as exc:
@@ -63,18 +65,29 @@ def _load_replay(path: Path, settings: Settings) -> tuple[Settings, Cache, str]:
     meta: dict[str, Any] = {}
     if lines and '"_replay"' in lines[0]:
         meta = json.loads(lines.pop(0)).get("_replay", {})
-    tmp = Path(tempfile.mkdtemp(prefix="insights-replay-")) / "replay.db"
-    cache = Cache(tmp)
-    import io
-
+    cache = Cache(workdir / "replay.db")
     cache.import_(io.StringIO("".join(lines)))
+    # The recording's endpoint and model are part of its cache keys; offline, nothing is contacted.
     settings = settings.with_(
         offline=True,
-        cache_path=tmp,
+        cache_path=cache.path,
         model=meta.get("model", settings.model),
         base_url=meta.get("base_url", settings.base_url),
     )
     return settings, cache, str(meta.get("source", "a recording"))
+
+
+def _open_cache(settings: Settings) -> tuple[Settings, Cache | None]:
+    """The run's cache; an unusable cache path warns and runs uncached (offline, it is an error)."""
+    if settings.cache_path is None:
+        return settings, None
+    try:
+        return settings, Cache(settings.cache_path)
+    except CacheError as exc:
+        if settings.offline:
+            raise
+        _say(f"warning: {exc}; running without a cache")
+        return settings.with_(cache_path=None), None
 
 
 class _Progress:
@@ -117,68 +130,52 @@ class _Progress:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    settings = _settings_from(args)
-    replay_cache = None
-    if args.replay:
-        settings, replay_cache, source = _load_replay(Path(args.replay), settings)
-        _say(REPLAY_NOTICE.format(path=args.replay, source=source))
-    documents = load_corpus(args.paths)
-    if not documents:
-        raise DocumentError(" ".join(args.paths), "no documents found")
-    prompt_version = load_prompts().version
-
-    out = None if args.output in (None, "-") else Path(args.output)
-    writer = OutputWriter(out, errors=Path(args.errors) if args.errors else None, stream=sys.stdout)
-    done = writer.resume(documents, settings.model, prompt_version, overwrite=args.overwrite)
-    todo = [d for d in documents if d.id not in done]
-    writer.start_errors()
-
-    cache = replay_cache
-    if cache is None and settings.cache_path is not None:
-        try:
-            cache = Cache(settings.cache_path)
-        except CacheError as exc:
-            if settings.offline:
-                raise
-            _say(f"warning: {exc}; running without a cache")
-            settings = settings.with_(cache_path=None)
-    client = ModelClient(settings, cache=cache)
-    progress = _Progress(len(todo), args.quiet)
-    summary = {"done": 0, "failed": 0, "from_cache": 0, "input_tokens": 0, "output_tokens": 0, "cost": 0.0, "lines": 0}
-    fatal: InsightsError | None = None
-    try:
-        for outcome in extract_many(todo, concurrency=args.concurrency, client=client, rpm=args.rpm, tpm=args.tpm):
-            lines = 0
-            if outcome.result is not None:
-                lines = writer.write(outcome.document, outcome.result)
-                usage = outcome.result.provenance.usage
-                summary["done"] += 1
-                summary["lines"] += lines
-                summary["from_cache"] += int(usage.calls > 0 and usage.cached_calls == usage.calls)
-                summary["input_tokens"] += usage.input_tokens
-                summary["output_tokens"] += usage.output_tokens
-                summary["cost"] += usage.cost_usd or 0.0
-            elif not getattr(outcome.error, "fatal", False):
-                writer.write_error(outcome.document, outcome.error)  # type: ignore[arg-type]
-                summary["failed"] += 1
-            progress.update(outcome, lines)
-    except InsightsError as exc:
-        if not getattr(exc, "fatal", False):
-            raise
-        fatal = exc
-    finally:
-        progress.close()
-        writer.close()
-        client.close()
+    with contextlib.ExitStack() as stack:
+        settings = _settings_from(args)
+        if args.replay:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="insights-replay-")))
+            settings, cache, source = _load_replay(Path(args.replay), settings, workdir)
+            _say(REPLAY_NOTICE.format(path=args.replay, source=source))
+        else:
+            settings, cache = _open_cache(settings)
         if cache is not None:
-            cache.close()
+            stack.callback(cache.close)
+        documents = load_corpus(args.paths)
+        if not documents:
+            raise DocumentError(" ".join(args.paths), "no documents found")
 
-    wall = time.perf_counter() - started
+        out = None if args.output in (None, "-") else Path(args.output)
+        writer = stack.enter_context(
+            OutputWriter(out, errors=Path(args.errors) if args.errors else None, stream=sys.stdout)
+        )
+        done = writer.resume(documents, settings.model, load_prompts().version, overwrite=args.overwrite)
+        todo = [d for d in documents if d.id not in done]
+        writer.start_errors()
+        client = stack.enter_context(ModelClient(settings, cache=cache))
+        progress = _Progress(len(todo), args.quiet)
+        stack.callback(progress.close)
+
+        summary, lines, fatal = RunSummary(), 0, None
+        try:
+            for outcome in extract_many(todo, concurrency=args.concurrency, client=client, rpm=args.rpm, tpm=args.tpm):
+                written = 0
+                if outcome.result is not None:
+                    written = writer.write(outcome.document, outcome.result)
+                elif not getattr(outcome.error, "fatal", False):
+                    writer.write_error(outcome.document, outcome.error)  # type: ignore[arg-type]
+                summary.add(outcome)
+                lines += written
+                progress.update(outcome, written)
+        except InsightsError as exc:
+            if not getattr(exc, "fatal", False):
+                raise
+            fatal = exc
+
     _say(
-        f"done {summary['done']}, failed {summary['failed']}, skipped {len(done)} (already in the output), "
-        f"from cache {summary['from_cache']}; {summary['lines']} insights written; "
-        f"tokens in {summary['input_tokens']:,} out {summary['output_tokens']:,}; "
-        f"estimated cost ${summary['cost']:.4f}; wall time {wall:.1f}s"
+        f"done {summary.done}, failed {summary.failed}, skipped {len(done)} (already in the output), "
+        f"from cache {summary.from_cache}; {lines} insights written; "
+        f"tokens in {summary.input_tokens:,} out {summary.output_tokens:,}; "
+        f"estimated cost ${summary.cost_usd:.4f}; wall time {time.perf_counter() - started:.1f}s"
     )
     if out is not None:
         _say(f"output: {out} (documents: {writer.documents}, errors: {writer.errors})")
@@ -188,8 +185,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
             "fix the cause and run the same command again to resume."
         )
         return EXIT_FATAL
-    if summary["failed"]:
-        _say(f"{summary['failed']} document(s) failed: see {writer.errors}. Run the same command again to retry them.")
+    if summary.failed:
+        _say(f"{summary.failed} document(s) failed: see {writer.errors}. Run the same command again to retry them.")
         return EXIT_FAILED
     return 0
 
