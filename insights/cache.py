@@ -90,12 +90,15 @@ LOCK_RETRIES = 5
 _T = TypeVar("_T")
 
 
-def canonical_json(parts: Mapping[str, Any]) -> str:
-    """The canonical JSON text of ``parts``: sorted keys, no spaces, non-ASCII kept as is."""
-    return json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def canonical_json(parts: Mapping[str, Any], default: Callable[[Any], Any] | None = None) -> str:
+    """The canonical JSON text of ``parts``: sorted keys, no spaces, non-ASCII kept as is.
+
+    ``default`` turns values JSON cannot encode (e.g. pydantic models) into ones it can.
+    """
+    return json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=default)
 
 
-def request_key(parts: Mapping[str, Any]) -> str:
+def request_key(parts: Mapping[str, Any], default: Callable[[Any], Any] | None = None) -> str:
     """The cache key of a request: ``"v1:" + sha256(canonical_json(parts)).hexdigest()``.
 
     See the module docstring for what ``parts`` must (and must never) contain.
@@ -103,7 +106,7 @@ def request_key(parts: Mapping[str, Any]) -> str:
     Raises:
         TypeError: ``parts`` holds something that is not JSON-serialisable.
     """
-    digest = hashlib.sha256(canonical_json(parts).encode("utf-8")).hexdigest()
+    digest = hashlib.sha256(canonical_json(parts, default).encode("utf-8")).hexdigest()
     return f"{KEY_VERSION}:{digest}"
 
 

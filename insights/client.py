@@ -27,6 +27,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -58,6 +59,8 @@ log = logging.getLogger("insights.client")
 T = TypeVar("T", bound=BaseModel)
 
 MODE = instructor.Mode.TOOLS
+#: The structured call under way in this thread: its ledger and prompt version (read by _dispatch).
+_CALL: ContextVar[tuple[CallLedger, str]] = ContextVar("insights_call")
 MAX_BACKOFF_S = 60.0
 _NOT_KEYED = {"timeout", "extra_headers", "extra_query", "extra_body", "stream"}
 
@@ -138,6 +141,39 @@ def classify(exc: Exception, attempts: int) -> ModelError | _Retryable:
     return RequestRejected(message, attempts=attempts, status=status)
 
 
+def _memoize_async_validator_check() -> None:
+    """Remember which response models passed instructor's async-validator check.
+
+    instructor 1.17 walks the response model's whole class tree (every attribute of every base) to
+    refuse async validators, six times a request: over a third of the library's CPU per document,
+    which under the GIL caps how many requests 32 threads keep in flight. The answer for a class never
+    changes, so each class is checked once. If instructor moves the function, this does nothing.
+    """
+    try:
+        from instructor.v2.core import patch as patch_module
+        from instructor.v2.validation import async_validators
+    except ImportError:  # pragma: no cover - another instructor layout
+        return
+    original = getattr(async_validators, "reject_async_validators", None)
+    if original is None or getattr(original, "_insights_memo", False):
+        return
+    passed: dict[int, Any] = {}  # id -> model; holding the model keeps its id from being reused
+
+    def reject_async_validators(response_model: Any) -> None:
+        if id(response_model) in passed:
+            return
+        original(response_model)  # raises for a model that has async validators
+        passed[id(response_model)] = response_model
+
+    reject_async_validators._insights_memo = True  # type: ignore[attr-defined]
+    async_validators.reject_async_validators = reject_async_validators
+    if getattr(patch_module, "reject_async_validators", None) is original:
+        patch_module.reject_async_validators = reject_async_validators  # type: ignore[attr-defined]
+
+
+_memoize_async_validator_check()
+
+
 @functools.lru_cache(maxsize=32)
 def _prepared(model: type[T]) -> type[T]:
     # instructor wraps a plain model in a new subclass on every call, which defeats its schema cache
@@ -215,6 +251,8 @@ class ModelClient:
         self.prices: dict[str, Price] = load_prices(self.settings.prices_path)
         self._rng = random.Random()
         self._lock = threading.Lock()
+        # Patched once: instructor calls _dispatch for the first request and every re-ask.
+        self._create = instructor.patch(create=self._dispatch, mode=MODE)
         if openai_client is not None:
             if not isinstance(openai_client, openai.OpenAI):
                 raise ConfigError(
@@ -277,11 +315,6 @@ class ModelClient:
         """
         ledger = ledger if ledger is not None else CallLedger(document_id=document_id)
         ledger.document_id = document_id
-
-        def send(*args: Any, **kwargs: Any) -> Any:
-            return self._send(kwargs, ledger, prompt_version)
-
-        create = instructor.patch(create=send, mode=MODE)
         request: dict[str, Any] = {"model": self.model, "messages": messages}
         if self.settings.temperature is not None:
             request["temperature"] = self.settings.temperature
@@ -289,11 +322,14 @@ class ModelClient:
             request["max_tokens"] = self.settings.max_tokens
         if self.settings.seed is not None:
             request["seed"] = self.settings.seed
+        token = _CALL.set((ledger, prompt_version))
         try:
             # No ``context=``: instructor would render every message as a Jinja template.
-            return create(response_model=_prepared(response_model), max_retries=self.settings.reasks, **request)
+            return self._create(response_model=_prepared(response_model), max_retries=self.settings.reasks, **request)
         except InstructorRetryException as exc:
             failure = exc
+        finally:
+            _CALL.reset(token)
         # Raised outside the except block so that no cause/context cycle forms: instructor's exception
         # has our error as its cause, and ours keeps the SDK error as its own.
         cause = _insights_cause(failure)
@@ -337,20 +373,23 @@ class ModelClient:
 
     # ------------------------------------------------------------------------------------------ private
     def _key(self, request: dict[str, Any], prompt_version: str) -> str:
-        keyed = {k: v for k, v in request.items() if k not in _NOT_KEYED}
         parts = {
             "endpoint": self.endpoint,
             "mode": str(MODE.value),
             "prompt_version": prompt_version,
             "schema_version": SCHEMA_VERSION,
-            "request": json.loads(json.dumps(keyed, default=_jsonable)),
+            "request": {k: v for k, v in request.items() if k not in _NOT_KEYED},
         }
-        return request_key(parts)
+        return request_key(parts, default=_jsonable)
+
+    def _dispatch(self, *args: Any, **request: Any) -> Any:
+        ledger, prompt_version = _CALL.get()
+        return self._send(request, ledger, prompt_version)
 
     def _send(self, request: dict[str, Any], ledger: CallLedger, prompt_version: str) -> Any:
         from openai.types.chat import ChatCompletion
 
-        key = self._key(request, prompt_version)
+        key = self._key(request, prompt_version) if self.cache is not None else ""
         doc = ledger.document_id
         if self.cache is not None:
             hit = self.cache.get(key)

@@ -79,15 +79,22 @@ class Located:
 
 @dataclass
 class Grounder:
-    """Locates quotes in one text. Build once per document; :meth:`locate` is cheap to call repeatedly."""
+    """Locates quotes in one text. Build once per document; :meth:`locate` is cheap to call repeatedly.
+
+    The folded index behind the normalized and fuzzy steps is built on first need: most quotes are
+    found by the exact step, and building it costs a Python call per character.
+    """
 
     text: str
     fuzzy_threshold: float = FUZZY_THRESHOLD
-    _norm: str = field(init=False, repr=False)
-    _starts: list[int] = field(init=False, repr=False)  # original offset of each normalized char
-    _ends: list[int] = field(init=False, repr=False)  # original end offset of each normalized char
+    _norm: str = field(init=False, repr=False, default="")
+    _starts: list[int] = field(init=False, repr=False, default_factory=list)  # original offset of each folded char
+    _ends: list[int] = field(init=False, repr=False, default_factory=list)  # its original end offset
+    _indexed: bool = field(init=False, repr=False, default=False)
 
-    def __post_init__(self) -> None:
+    def _index(self) -> None:
+        if self._indexed:
+            return
         chars: list[str] = []
         starts: list[int] = []
         ends: list[int] = []
@@ -104,6 +111,7 @@ class Grounder:
         self._norm = "".join(chars)
         self._starts = starts
         self._ends = ends
+        self._indexed = True
 
     def _span(self, nstart: int, nend: int) -> tuple[int, int]:
         # Trim folded white space at the edges so text[start:end] starts and ends on a real character.
@@ -133,6 +141,7 @@ class Grounder:
         needle = normalize(quote).strip(" \"'.,;:")
         if len(needle) < MIN_QUOTE_CHARS:
             return None
+        self._index()
         nlo, nhi = self._nrange(lo, hi)
         pos = self._norm.find(needle, nlo, nhi)
         if pos >= 0:
