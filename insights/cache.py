@@ -17,20 +17,19 @@ Cache key (a contract)
     canonical_json(parts) = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 ``v1`` is the version of this key format; it changes only if the recipe above changes. The caller
-(``insights/client.py``) builds ``parts`` and must put in it **everything that can change the
-answer**, and nothing else:
+(``insights/client.py``) builds ``parts`` with **everything that can change the answer**, and nothing
+else::
 
-* ``endpoint``: the endpoint host (e.g. ``api.openai.com``, or a local server's host:port),
-* ``model``: the model name as sent,
-* ``messages``: the full message list (system prompt, document text, re-ask turns),
-* ``tools`` / ``response_format``: the tool or response JSON schema sent,
-* ``mode``: the instructor mode,
-* ``temperature``, ``seed``, ``max_tokens``,
-* ``prompt_version`` and ``schema_version``.
+    {"endpoint":       endpoint host[:port], e.g. "api.openai.com" or "127.0.0.1:8000",
+     "mode":           the instructor mode, e.g. "tool_call",
+     "prompt_version": hash of the prompt files,
+     "schema_version": insights.schema.SCHEMA_VERSION,
+     "request":        every argument of the chat.completions request except transport options
+                       (timeout, extra headers): model, messages (system prompt, document text, re-ask
+                       turns), tools, tool_choice, temperature, max_tokens, seed}
 
+Pydantic values inside ``request`` are serialised with ``model_dump(mode="json", exclude_none=True)``.
 **Never the API key** (nor other secrets, nor per-run data such as timestamps or request ids).
-Values must be JSON-serialisable; give them as plain dicts, lists, strings and numbers so the same
-request always serialises to the same text.
 
 Concurrency
 -----------

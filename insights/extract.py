@@ -79,37 +79,32 @@ def _ground_chunk(
         return lenient.grounded
 
 
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """The same insight twice: same kind and identity (category, or name), and the same statement or a
-    shared passage. Overlapping chunks make the model see a passage twice; distinct insights that cite
-    one sentence (three barriers in one list) stay distinct because their identities differ."""
-    if a["kind"] != b["kind"]:
-        return False
-    identity = "name" if a["kind"] in ("champion", "failed_experiment") else "category"
-    if normalize(str(a.get(identity, ""))) != normalize(str(b.get(identity, ""))):
-        return False
-    if normalize(a["statement"]) == normalize(b["statement"]):
-        return True
-    return bool({(e.start, e.end) for e in a["evidence"]} & {(e.start, e.end) for e in b["evidence"]})
-
-
 def _merge(grounded: Iterable[GroundedDraft]) -> tuple[list[dict[str, Any]], list[Rejected]]:
+    """Kept insights (each once) and rejected ones.
+
+    The same insight twice — same kind and identity (category, or name) and the same statement or a
+    shared passage — is kept once with the union of its evidence. Overlapping chunks make the model see
+    a passage twice; distinct insights citing one sentence (three barriers in one list) stay distinct
+    because their identities differ.
+    """
     kept: list[dict[str, Any]] = []
     rejected: list[Rejected] = []
+    groups: dict[tuple[str, str], list[tuple[str, set[tuple[int, int]], dict[str, Any]]]] = {}
     for g in grounded:
         if g.evidence is None:
             rejected.append(Rejected(kind=g.kind, draft=g.draft, reason=g.reason))
             continue
-        fields = {k: v for k, v in g.draft.items() if k != "quotes"}
-        item = {"kind": g.kind, **fields, "evidence": list(g.evidence)}
-        twin = next((k for k in kept if _same(k, item)), None)
+        item = {"kind": g.kind, **{k: v for k, v in g.draft.items() if k != "quotes"}, "evidence": list(g.evidence)}
+        identity = "name" if g.kind in ("champion", "failed_experiment") else "category"
+        group = groups.setdefault((g.kind, normalize(str(item.get(identity, "")))), [])
+        statement, spans = normalize(item["statement"]), {(e.start, e.end) for e in g.evidence}
+        twin = next((entry for entry in group if entry[0] == statement or entry[1] & spans), None)
         if twin is None:
+            group.append((statement, spans, item))
             kept.append(item)
             continue
-        # The same insight seen twice (overlapping chunks, or repeated by the model): keep one, with
-        # the union of its evidence.
-        seen = {(e.start, e.end) for e in twin["evidence"]}
-        twin["evidence"].extend(e for e in item["evidence"] if (e.start, e.end) not in seen)
+        twin[2]["evidence"].extend(e for e in item["evidence"] if (e.start, e.end) not in twin[1])
+        twin[1].update(spans)
     for item in kept:
         item["evidence"].sort(key=lambda e: e.start)
     return kept, rejected
