@@ -466,7 +466,14 @@ class ModelClient:
         return completion
 
     def _openai_create(self, request: dict[str, Any]) -> Any:
-        return self.openai().chat.completions.create(**request)
+        # The tool schema goes in ``extra_body``, which the SDK sends as given: as a typed parameter it
+        # is walked node by node on every request (about 2 ms of CPU, the largest cost under the GIL).
+        # The JSON sent is the same apart from key order.
+        body = {k: request[k] for k in ("tools", "tool_choice") if k in request}
+        params = {k: v for k, v in request.items() if k not in body}
+        if body:
+            params["extra_body"] = {**params.get("extra_body", {}), **body}
+        return self.openai().chat.completions.create(**params)
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
