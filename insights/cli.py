@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from . import __version__
 from .batch import DEFAULT_CONCURRENCY, Outcome, RunSummary, extract_many
@@ -132,6 +132,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         settings = _settings_from(args)
+        cache: Cache | None
         if args.replay:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="insights-replay-")))
             settings, cache, source = _load_replay(Path(args.replay), settings, workdir)
@@ -265,11 +266,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(name: str, mode: str) -> TextIO:
+def _open(name: str, mode: str) -> contextlib.AbstractContextManager[TextIO]:
+    """A file to read or write, or standard input/output for ``-`` (left open afterwards)."""
     if name == "-":
-        return sys.stdout if "w" in mode else sys.stdin  # type: ignore[return-value]
+        return contextlib.nullcontext(sys.stdout if "w" in mode else sys.stdin)
     try:
-        return open(name, mode, encoding="utf-8")
+        return cast(TextIO, open(name, mode, encoding="utf-8"))  # closed by the caller's with
     except OSError as exc:
         raise OutputError(f"{name}: {exc}") from exc
 

@@ -178,7 +178,7 @@ _memoize_async_validator_check()
 def _prepared(model: type[T]) -> type[T]:
     # instructor wraps a plain model in a new subclass on every call, which defeats its schema cache
     # (about 50 ms of JSON-schema generation per request); wrap once per model instead.
-    return instructor.openai_schema(model)  # type: ignore[no-any-return]
+    return instructor.openai_schema(model)
 
 
 def _jsonable(value: Any) -> Any:
@@ -253,6 +253,7 @@ class ModelClient:
         self._lock = threading.Lock()
         # Patched once: instructor calls _dispatch for the first request and every re-ask.
         self._create = instructor.patch(create=self._dispatch, mode=MODE)
+        self._openai: openai.OpenAI | None = None
         if openai_client is not None:
             if not isinstance(openai_client, openai.OpenAI):
                 raise ConfigError(
@@ -261,7 +262,6 @@ class ModelClient:
             self._openai = openai_client.with_options(max_retries=0)
             self.endpoint = urlparse(str(openai_client.base_url)).netloc
         else:
-            self._openai = None
             base = self.settings.base_url
             self.endpoint = urlparse(base).netloc if base else "api.openai.com"
             if not self.settings.offline and not self.settings.api_key and not base:
@@ -325,7 +325,10 @@ class ModelClient:
         token = _CALL.set((ledger, prompt_version))
         try:
             # No ``context=``: instructor would render every message as a Jinja template.
-            return self._create(response_model=_prepared(response_model), max_retries=self.settings.reasks, **request)
+            answer: T = self._create(
+                response_model=_prepared(response_model), max_retries=self.settings.reasks, **request
+            )
+            return answer
         except InstructorRetryException as exc:
             failure = exc
         finally:
@@ -480,7 +483,7 @@ class ModelClient:
         told = exc.retry_after if isinstance(exc, _Retryable) else None
         if told is not None:
             return min(told, MAX_BACKOFF_S)
-        base = min(MAX_BACKOFF_S, 0.5 * 2 ** (state.attempt_number - 1))
+        base: float = min(MAX_BACKOFF_S, 0.5 * 2 ** (state.attempt_number - 1))
         return base * (0.5 + self._rng.random() / 2)  # jitter: spread retries of parallel workers
 
     def _account(self, ledger: CallLedger, key: str, completion: Any, latency: float, *, cached: bool) -> None:

@@ -136,9 +136,7 @@ def multiset(lines: Iterable[dict[str, Any]]) -> Counter[str]:
     return Counter(canon(x) for x in lines)
 
 
-def expected_lines(
-    docs: Iterable[insights.Document], results: dict[str, insights.DocumentInsights]
-) -> Counter[str]:
+def expected_lines(docs: Iterable[insights.Document], results: dict[str, insights.DocumentInsights]) -> Counter[str]:
     """The output lines an uninterrupted run writes for ``docs``."""
     return multiset(line for d in docs for line in insight_records(d, results[d.id]))
 
@@ -321,9 +319,7 @@ def test_transient_server_and_connection_faults_are_retried(srv, make_client, se
     assert core(result) == core(seed_results[doc.id])
 
 
-@pytest.mark.parametrize(
-    "fault, retry_delays", [("429", [(1.0, 1.0), (1.0, 1.0)]), ("500", [(0.25, 0.5), (0.5, 1.0)])]
-)
+@pytest.mark.parametrize("fault, retry_delays", [("429", [(1.0, 1.0), (1.0, 1.0)]), ("500", [(0.25, 0.5), (0.5, 1.0)])])
 def test_persistent_transport_failure_is_retryable_and_fails_only_its_document(
     srv, make_client, seeds, seed_results, tmp_path, fault, retry_delays
 ):
@@ -491,9 +487,7 @@ REASK_TEXT = {
 
 
 @pytest.mark.parametrize("fault", sorted(REASK_TEXT))
-def test_invalid_output_once_is_reasked_with_the_validation_error(
-    srv, make_client, seeds, seed_results, fault
-):
+def test_invalid_output_once_is_reasked_with_the_validation_error(srv, make_client, seeds, seed_results, fault):
     doc = seeds[0]
     srv.plan = FaultPlan(script={doc.id: [fault, "ok"]})
     client, clock = make_client(reasks=2)
@@ -732,9 +726,7 @@ def test_torn_lines_after_a_kill_are_dropped_and_the_document_redone(
     torn_ledger = ledger_text[-1][: len(ledger_text[-1]) // 2]
     out.documents.write_text("".join(ledger_text[:-1]) + torn_ledger, encoding="utf-8")
     victim_line = next(
-        line
-        for line in out.out.read_text(encoding="utf-8").splitlines()
-        if f'"document_id": "{victim}"' in line
+        line for line in out.out.read_text(encoding="utf-8").splitlines() if f'"document_id": "{victim}"' in line
     )
     with open(out.out, "a", encoding="utf-8") as fp:
         fp.write(victim_line[: len(victim_line) // 2])
@@ -801,9 +793,7 @@ def test_sigkill_at_several_points_then_resume_loses_and_doubles_nothing(tmp_pat
         # The uninterrupted run (own output and cache).
         ref = Out(tmp_path / "ref" / "out.jsonl")
         ref_env = {**env, "INSIGHTS_CACHE": str(tmp_path / "ref-cache.db")}
-        uninterrupted = subprocess.run(
-            [*command(ref.out), "-q"], env=ref_env, capture_output=True, timeout=120
-        )
+        uninterrupted = subprocess.run([*command(ref.out), "-q"], env=ref_env, capture_output=True, timeout=120)
         assert uninterrupted.returncode == 0, uninterrupted.stderr.decode()[-2000:]
         expected = multiset(ref.lines())
         assert sorted(ref.ledger_ids()) == ids and sum(expected.values()) > 100
@@ -997,9 +987,7 @@ def test_a_several_megabyte_document_is_chunked_and_offsets_index_the_whole_text
         assert f"\nPart: {chunk.part} of {chunk.parts}\n" in user
         assert f"\n{doc.text[chunk.start : chunk.end]}\n" in user
         # The synthetic answer for this chunk quotes its first two paragraphs: found at their offsets.
-        first_two = [p for p in doc.text[chunk.start : chunk.end].split("\n") if p.startswith("Paragraph ")][
-            :2
-        ]
+        first_two = [p for p in doc.text[chunk.start : chunk.end].split("\n") if p.startswith("Paragraph ")][:2]
         for quote in first_two:
             e = evidence[quote]
             assert doc.text[e.start : e.end] == quote and e.match == "exact"
@@ -1027,9 +1015,7 @@ def test_no_key_or_email_leaks_anywhere(srv, cli_env, seed_dir, seeds, tmp_path,
     focal = [v for d in docs for v in d.metadata.get("focal_point", [])]
     assert len(focal) >= 5 and all(EMAIL.fullmatch(v) for v in focal)  # the addresses are there to leak
     # A failing document and a re-asked one, so errors, call log and re-ask turns are written too.
-    srv.plan = FaultPlan(
-        script={seeds[3].id: ["400"], seeds[1].id: ["malformed", "ok"], "mail": ["401", "ok"]}
-    )
+    srv.plan = FaultPlan(script={seeds[3].id: ["400"], seeds[1].id: ["malformed", "ok"], "mail": ["401", "ok"]})
 
     out = Out(tmp_path / "out" / "out.jsonl")
     assert run_cli(seed_dir, "-o", out.out, "--concurrency", 1) == 3  # stopped by the 401 on "mail"
@@ -1058,9 +1044,7 @@ def test_no_key_or_email_leaks_anywhere(srv, cli_env, seed_dir, seeds, tmp_path,
 
     # No e-mail address of any document reaches the model, nor the output files.
     addresses = {
-        m
-        for d in [*SEED_FILES, seed_dir / "mail.md"]
-        for m in EMAIL.findall(Path(d).read_text(encoding="utf-8"))
+        m for d in [*SEED_FILES, seed_dir / "mail.md"] for m in EMAIL.findall(Path(d).read_text(encoding="utf-8"))
     }
     assert len(addresses) >= 5
     for record in srv.requests:
@@ -1131,9 +1115,7 @@ def test_an_unwritable_cache_path_warns_and_runs_uncached(
     assert srv.count == 5 and blocker.read_text().startswith("a regular file")
 
 
-def test_offline_with_an_empty_cache_sends_nothing_and_records_every_document(
-    srv, cli_env, seed_dir, seeds, tmp_path
-):
+def test_offline_with_an_empty_cache_sends_nothing_and_records_every_document(srv, cli_env, seed_dir, seeds, tmp_path):
     out = Out(tmp_path / "out.jsonl")
     assert run_cli(seed_dir, "-o", out.out, "--offline") == 1
 
@@ -1191,9 +1173,7 @@ def test_mixed_fault_storm_then_a_clean_rerun_completes_everything(srv, cli_env,
     assert first == 1 and "doomed" in failed
     assert Counter(done) + Counter(failed) == Counter(list(docs))  # every document accounted for, once
     actions = Counter(r["action"] for r in srv.requests)
-    assert sum(n for a, n in actions.items() if a not in ("ok",)) >= 10 and len(set(actions) - {"ok"}) >= 4, (
-        actions
-    )
+    assert sum(n for a, n in actions.items() if a not in ("ok",)) >= 10 and len(set(actions) - {"ok"}) >= 4, actions
     assert 0.0 in cli_env.clock.delays  # Retry-After: 0 honoured
     checked = 0
     for line in out.lines():

@@ -521,7 +521,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("transfer-encoding", "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
@@ -681,7 +681,8 @@ class ReferenceServer:
         self._stopping.clear()
         self._httpd = httpd
         bound_host, bound_port = httpd.server_address[:2]
-        shown = f"[{bound_host}]" if ":" in str(bound_host) else str(bound_host)
+        host_text = bound_host.decode() if isinstance(bound_host, bytes) else str(bound_host)
+        shown = f"[{host_text}]" if ":" in host_text else host_text
         self._url = f"http://{shown}:{bound_port}/v1"
         self._thread = threading.Thread(
             target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="reference-server", daemon=True
