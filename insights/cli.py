@@ -219,6 +219,27 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ evaluate
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import score_file
+
+    result = score_file(args.output, args.annotations, load_corpus(args.paths))
+    if not result.documents:
+        raise ConfigError(f"none of the documents given has an annotation in {args.annotations}")
+    print(f"{result.documents} annotated document(s); a match shares at least half a passage")
+    print(
+        f"{'kind':<18} {'pred':>5} {'ref':>5} {'match':>5} {'precision':>9} {'recall':>7} {'F1':>6}"
+        "  category/level agree"
+    )
+    for name, k in [*result.kinds.items(), ("all", result.total)]:
+        agree = f"{k.same_category}/{k.matched}, {k.same_level}/{k.matched}" if name in ("barrier", "enabler") else ""
+        print(
+            f"{name:<18} {k.predicted:>5} {k.reference:>5} {k.matched:>5} {k.precision:>9.3f} {k.recall:>7.3f} "
+            f"{k.f1:>6.3f}  {agree}"
+        )
+    return 0
+
+
 # -------------------------------------------------------------------------------------------- schema
 def output_schema() -> dict[str, Any]:
     """JSON Schema of one output line (``OUT.jsonl``) and of ``DocumentInsights``."""
@@ -339,6 +360,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     es.add_argument("--prices", metavar="FILE", help="JSON price table {model: {input, output}} in $ per 1M tokens")
     es.set_defaults(func=cmd_estimate)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="score an output file against reference annotations",
+        description="Precision, recall and F1 per kind of an OUT.jsonl against annotation files (evals/seeds is "
+        "the start of such a set). A predicted insight matches a reference one of the same kind when their "
+        "passages overlap by at least half.",
+    )
+    ev.add_argument("output", metavar="OUT.jsonl", help="the output of insights extract")
+    ev.add_argument("paths", nargs="+", metavar="PATH", help="the documents the output was extracted from")
+    ev.add_argument(
+        "--annotations", default="evals/seeds", metavar="DIR", help="annotation files (default evals/seeds)"
+    )
+    ev.set_defaults(func=cmd_evaluate)
 
     sc = sub.add_parser(
         "schema",

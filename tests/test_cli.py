@@ -15,7 +15,8 @@ REPLAY = CASSETTES / "seeds-replay.jsonl"
 
 
 @pytest.mark.parametrize(
-    "argv", [[], ["extract"], ["estimate"], ["schema"], ["cache"], ["cache", "stats"], ["cache", "export"]]
+    "argv",
+    [[], ["extract"], ["estimate"], ["evaluate"], ["schema"], ["cache"], ["cache", "stats"], ["cache", "export"]],
 )
 def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
