@@ -13,16 +13,15 @@ network request (cache hits are free and not limited).
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from .client import ModelClient
 from .config import Settings, resolve_settings
 from .documents import Document
-from .errors import InsightsError
 from .extract import extract
 from .schema import DocumentInsights
 
@@ -122,39 +121,59 @@ def extract_many(
     client = client or ModelClient(settings or resolve_settings())
     if rpm or tpm:
         client.before_request = RateLimiter(rpm, tpm).acquire
-    fatal: BaseException | None = None
-    pending: dict[Future[DocumentInsights], Document] = {}
+    tasks: queue.SimpleQueue[Document | None] = queue.SimpleQueue()
+    results: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+
+    def work() -> None:
+        while (document := tasks.get()) is not None:
+            try:
+                results.put(Outcome(document, result=extract(document, client=client)))
+            except Exception as exc:  # every failure becomes that document's outcome
+                results.put(Outcome(document, error=exc))
+
+    # Daemon threads: an interrupted run exits at once instead of waiting for the requests in flight
+    # (their documents have no result yet; only this thread writes, and a resumed run redoes them).
+    workers = [threading.Thread(target=work, name=f"insights-{i}", daemon=True) for i in range(concurrency)]
+    for worker in workers:
+        worker.start()
     source = iter(documents)
+    fatal: BaseException | None = None
+    in_flight = 0
+
+    def refill() -> None:
+        nonlocal in_flight
+        while fatal is None and in_flight < concurrency:
+            document = next(source, None)
+            if document is None:
+                return
+            tasks.put(document)
+            in_flight += 1
+
     try:
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="insights") as pool:
-
-            def refill() -> None:
-                while fatal is None and len(pending) < concurrency:
-                    document = next(source, None)
-                    if document is None:
-                        return
-                    pending[pool.submit(extract, document, client=client)] = document
-
+        refill()
+        while in_flight:
+            outcome = _next(results)
+            in_flight -= 1
+            if getattr(outcome.error, "fatal", False) and fatal is None:
+                fatal = outcome.error
+            yield outcome
             refill()
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    document = pending.pop(future)
-                    error = future.exception()
-                    if error is None:
-                        yield Outcome(document, result=future.result())
-                        continue
-                    if not isinstance(error, (InsightsError, Exception)):
-                        raise error
-                    if getattr(error, "fatal", False) and fatal is None:
-                        fatal = error
-                    yield Outcome(document, error=error)
-                refill()
     finally:
+        for _ in workers:
+            tasks.put(None)
         if owned:
             client.close()
     if fatal is not None:
         raise fatal
+
+
+def _next(results: queue.SimpleQueue[Outcome]) -> Outcome:
+    # A timed wait, so that Ctrl-C reaches the main thread promptly on every platform.
+    while True:
+        try:
+            return results.get(timeout=0.5)
+        except queue.Empty:
+            continue
 
 
 @dataclass

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from conftest import CASSETTES, SEEDS
+from conftest import CASSETTES, REPO, SEEDS
 
 from insights import cli
 from insights.output import read_jsonl
+from insights.testing.server import ReferenceServer
 
 REPLAY = CASSETTES / "seeds-replay.jsonl"
 
@@ -111,3 +117,25 @@ def test_cache_export_import_stats_and_clear(tmp_path: Path, capsys: pytest.Capt
     assert len((tmp_path / "again.jsonl").read_text().splitlines()) == 5
     assert cli.main(["cache", "clear", "--cache", db]) == 0
     assert "removed 5 entries" in capsys.readouterr().out
+
+
+def test_ctrl_c_exits_at_once_and_the_rerun_completes(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    argv = [sys.executable, "-m", "insights.cli", "extract", str(SEEDS), "-o", str(out), "--no-cache", "-q"]
+    with ReferenceServer({}, latency=30) as slow:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OPENAI_BASE_URL": slow.url}
+        proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while slow.count < 5 and time.monotonic() < deadline:  # every document's request in flight
+            time.sleep(0.05)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+        took = time.monotonic() - started
+    assert proc.returncode == cli.EXIT_INTERRUPTED and "run the same command again to resume" in err
+    assert took < 10  # not the 30 s the requests in flight would take
+    assert out.read_text() == ""
+    with ReferenceServer({}) as fast:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OPENAI_BASE_URL": fast.url}
+        assert subprocess.run(argv, env=env, capture_output=True).returncode == 0
+    assert len(list(read_jsonl(tmp_path / "out.documents.jsonl"))) == 5
