@@ -58,3 +58,28 @@ def test_public_functions_have_docstrings() -> None:
         obj = getattr(insights, name)
         if callable(obj):
             assert obj.__doc__ and obj.__doc__.strip(), name
+
+
+def test_the_async_validator_check_is_remembered_but_still_refuses() -> None:
+    from instructor.v2.validation import async_validators
+    from pydantic import BaseModel
+
+    import insights.client  # noqa: F401  (installs the memo)
+
+    check = async_validators.reject_async_validators
+    assert getattr(check, "_insights_memo", False)
+
+    class WithAsync(BaseModel):
+        x: int
+
+        @async_validators.async_field_validator("x")
+        async def slow(self, value: int) -> int:
+            return value
+
+    for _ in range(2):  # refused every time: a failure is never remembered as a pass
+        try:
+            check(WithAsync)
+        except ValueError as exc:
+            assert "async validators" in str(exc)
+        else:
+            raise AssertionError("a model with an async validator was accepted")
