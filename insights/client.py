@@ -14,8 +14,9 @@ through :meth:`ModelClient._send`, which owns, in this order:
 4. the **call log**: every request, hit or miss, success or failure, with tokens, latency and cost.
 
 Completions that end in ``length``, ``content_filter`` or a refusal raise
-:class:`~insights.errors.OutputRejected` and are never cached; when a whole structured call fails, the
-completions it stored are removed again, so a failure is never replayed from the cache.
+:class:`~insights.errors.OutputRejected` and are never cached. When a document fails, extraction calls
+:meth:`ModelClient.discard` to remove the completions its calls stored, so a failure is never replayed
+from the cache.
 """
 
 from __future__ import annotations
@@ -78,17 +79,6 @@ class CallLedger:
     cost_usd: float | None = None
     latency_s: float = 0.0
     stored_keys: list[str] = field(default_factory=list)
-
-    def add(self, other: CallLedger) -> None:
-        """Fold another ledger's counts into this one."""
-        self.calls += other.calls
-        self.cached_calls += other.cached_calls
-        self.http_attempts += other.http_attempts
-        self.input_tokens += other.input_tokens
-        self.output_tokens += other.output_tokens
-        self.latency_s += other.latency_s
-        if other.cost_usd is not None:
-            self.cost_usd = (self.cost_usd or 0.0) + other.cost_usd
 
 
 class _Retryable(Exception):
@@ -242,6 +232,11 @@ class ModelClient:
         before_request: Callable[[int], None] | None = None,
     ) -> None:
         self.settings = settings or resolve_settings()
+        if openai_client is None and not (self.settings.offline or self.settings.api_key or self.settings.base_url):
+            raise ConfigError(
+                "no OPENAI_API_KEY is set and no OPENAI_BASE_URL / --base-url points at a local endpoint; "
+                "set one, or answer from a cache with --offline (or --replay FILE)"
+            )
         self.cache = (
             cache if cache is not None else (Cache(self.settings.cache_path) if self.settings.cache_path else None)
         )
@@ -264,11 +259,6 @@ class ModelClient:
         else:
             base = self.settings.base_url
             self.endpoint = urlparse(base).netloc if base else "api.openai.com"
-            if not self.settings.offline and not self.settings.api_key and not base:
-                raise ConfigError(
-                    "no OPENAI_API_KEY is set and no OPENAI_BASE_URL / --base-url points at a local endpoint; "
-                    "set one, or answer from a cache with --offline (or --replay FILE)"
-                )
 
     # ------------------------------------------------------------------------------------------- public
     @property
