@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -350,11 +349,7 @@ def test_garbage_markdown_link() -> None:
 def corpus() -> list[Document]:
     if not CORPUS.is_dir():
         pytest.skip("shared corpus not present (../shared/corpus)")
-    started = time.perf_counter()
-    docs = load_corpus(CORPUS)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 5, f"corpus took {elapsed:.2f}s to load"
-    return docs
+    return load_corpus(CORPUS)  # its speed is measured by benchmarks/bench_load.py, not asserted here
 
 
 def test_corpus_loads_every_file(corpus: list[Document]) -> None:
@@ -498,9 +493,7 @@ def test_multi_megabyte_document(tmp_path: Path) -> None:
     raw = "\n\n".join(parts) + "\n"
     assert len(raw) > 2_000_000
     path = write(tmp_path, "big.md", raw)
-    started = time.perf_counter()
     doc = load_document(path)
-    assert time.perf_counter() - started < 5
     assert len(doc.sections) == 1200
     assert doc.sections[-1].label == "Chapter 599 › Question 599?"
     assert doc.section_at(len(doc.text) - 5) == "Chapter 599 › Question 599?"

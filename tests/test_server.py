@@ -508,9 +508,10 @@ def test_64_concurrent_requests_are_served_in_parallel(annotations_dir: Path) ->
         with ThreadPoolExecutor(max_workers=64) as pool:
             statuses = list(pool.map(lambda b: post(srv.url, b, timeout=10)[0], bodies))
         elapsed = time.monotonic() - started
-    print(f"64 concurrent requests at latency 0.2 s took {elapsed:.2f} s")
     assert statuses == [200] * 64
-    assert elapsed < 2.0
+    # Served one at a time they would take 64 x 0.2 = 12.8 s; in parallel about 0.2 s. The bound only
+    # tells the two apart (it is no speed target: benchmarks measure speed).
+    assert elapsed < 6.4
 
 
 def test_openai_sdk_talks_to_it(server: ReferenceServer) -> None:
