@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, TextIO, Union, cast
 
 from . import __version__
 from .batch import DEFAULT_CONCURRENCY, Outcome, RunSummary, extract_many
@@ -40,19 +40,18 @@ def _say(message: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------- extract
-def _settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
+def _settings_from(args: argparse.Namespace) -> Settings:
     return resolve_settings(
-        model=getattr(args, "model", None),
-        base_url=getattr(args, "base_url", None),
-        cache_path=getattr(args, "cache", None),
-        no_cache=getattr(args, "no_cache", False),
-        offline=getattr(args, "offline", False) or None,
-        max_retries=getattr(args, "max_retries", None),
-        reasks=getattr(args, "reasks", None),
-        timeout=getattr(args, "timeout", None),
-        chunk_chars=getattr(args, "chunk_chars", None),
-        prices_path=getattr(args, "prices", None),
-        **extra,
+        model=args.model,
+        base_url=args.base_url,
+        cache_path=args.cache,
+        no_cache=args.no_cache,
+        offline=args.offline or None,
+        max_retries=args.max_retries,
+        reasks=args.reasks,
+        timeout=args.timeout,
+        chunk_chars=args.chunk_chars,
+        prices_path=args.prices,
     )
 
 
@@ -223,7 +222,10 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import score_file
 
-    result = score_file(args.output, args.annotations, load_corpus(args.paths))
+    try:
+        result = score_file(args.output, args.annotations, load_corpus(args.paths))
+    except (OSError, ValueError) as exc:  # a missing folder or a malformed annotation file
+        raise ConfigError(f"annotations: {exc}") from exc
     if not result.documents:
         raise ConfigError(f"none of the documents given has an annotation in {args.annotations}")
     print(f"{result.documents} annotated document(s); a match shares at least half a passage")
@@ -252,8 +254,6 @@ def output_schema() -> dict[str, Any]:
         "country": (str, ""), "content_hash": (str, ""), "model": (str, ""), "prompt_version": (str, ""),
     }  # fmt: skip
     lines = [create_model(f"{cls.__name__}Line", __base__=cls, **identity) for cls in RECORD_TYPES.values()]
-    from typing import Union
-
     line_schema = TypeAdapter(Union[tuple(lines)]).json_schema()  # type: ignore[arg-type]
     return {"output_line": line_schema, "document_insights": DocumentInsights.model_json_schema()}
 

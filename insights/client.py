@@ -73,11 +73,9 @@ class CallLedger:
     document_id: str = ""
     calls: int = 0
     cached_calls: int = 0
-    http_attempts: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float | None = None
-    latency_s: float = 0.0
     stored_keys: list[str] = field(default_factory=list)
 
 
@@ -414,7 +412,6 @@ class ModelClient:
         def once() -> Any:
             nonlocal attempts
             attempts += 1
-            ledger.http_attempts += 1
             if self.before_request is not None:
                 self.before_request(len(json.dumps(request.get("messages", []), default=_jsonable)) // 4)
             try:
@@ -484,7 +481,6 @@ class ModelClient:
         if not cached:
             ledger.input_tokens += tin
             ledger.output_tokens += tout
-            ledger.latency_s += latency
             if price is not None:
                 ledger.cost_usd = (ledger.cost_usd or 0.0) + price
         self._log(CallRecord(ledger.document_id, self.model, key, cached, tin, tout, latency, price))

@@ -259,8 +259,8 @@ def _entity(match: re.Match[str]) -> str:
     return html.unescape(match.group(0))
 
 
-def _unescape(s: str) -> str:
-    """Decode HTML entities until nothing changes (bounded: 20 rounds)."""
+def unescape_entities(s: str) -> str:
+    """Decode HTML entities until nothing changes (bounded: 20 rounds), as ``Document.text`` is."""
     for _ in range(20):
         if "&" not in s:
             break
@@ -343,7 +343,7 @@ def _clean_inline(s: str, *, one_line: bool) -> str:
     The result may hold line breaks (from ``<br>``/``<div>``) unless ``one_line``.
     """
     if "&" in s:
-        decoded = _unescape(s)
+        decoded = unescape_entities(s)
         if decoded != s:
             s = _CONTROL.sub(_control, _NEWLINES.sub("\n", decoded))
     if "<" in s:
@@ -374,7 +374,7 @@ def _strip(s: str) -> str:
 
 
 def _clean_value(value: str) -> str:
-    value = _unescape(value) if "&" in value else value
+    value = unescape_entities(value) if "&" in value else value
     return _strip(_SPACES.sub(" ", value))
 
 

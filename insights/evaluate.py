@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from .documents import Document
-from .errors import OutputError
 from .grounding import Grounder
 from .output import read_jsonl
 from .schema import DRAFT_FIELDS, KINDS, Kind
@@ -73,14 +72,29 @@ class Score:
 
 
 def load_annotations(directory: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """``{document_id: extraction}`` from a folder of annotation files (see ``evals/seeds``)."""
+    """Read every ``*.json`` file of ``directory`` into ``{document_id: extraction}``.
+
+    A file holds one ``{"document_id": ..., "extraction": {...}}`` object or a list of them. A document id
+    annotated twice is an error (it would make the answers depend on file order).
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise FileNotFoundError(f"annotations directory not found: {root}")
     found: dict[str, dict[str, Any]] = {}
-    for path in sorted(Path(directory).glob("*.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            found[str(data["document_id"])] = data["extraction"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise OutputError(f"{path}: not an annotation file: {exc}") from exc
+    origin: dict[str, Path] = {}
+    for path in sorted(root.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for entry in data if isinstance(data, list) else [data]:
+            if not isinstance(entry, dict) or "document_id" not in entry:
+                raise ValueError(f"{path}: expected an object with document_id and extraction")
+            doc_id = str(entry["document_id"])
+            extraction = entry.get("extraction") or {}
+            if not isinstance(extraction, dict):
+                raise ValueError(f"{path}: extraction of {doc_id!r} is not an object")
+            if doc_id in found:
+                raise ValueError(f"document {doc_id!r} is annotated in both {origin[doc_id]} and {path}")
+            found[doc_id] = extraction
+            origin[doc_id] = path
     return found
 
 
@@ -89,14 +103,9 @@ def _overlap(a: Span, b: Span) -> bool:
     return shared > 0 and shared >= 0.5 * min(a[1] - a[0], b[1] - b[0])
 
 
-def _reference_spans(document: Document, item: dict[str, Any]) -> list[Span]:
-    grounder = Grounder(document.text)
-    spans = []
-    for quote in item.get("quotes", []):
-        hit = grounder.locate(quote)
-        if hit is not None:
-            spans.append((hit.start, hit.end))
-    return spans
+def _reference_spans(grounder: Grounder, item: dict[str, Any]) -> list[Span]:
+    hits = (grounder.locate(quote) for quote in item.get("quotes", []))
+    return [(hit.start, hit.end) for hit in hits if hit is not None]
 
 
 def score(
@@ -115,19 +124,20 @@ def score(
             predicted.setdefault((record["document_id"], record["kind"]), []).append(record)
     result = Score(documents=len(by_id))
     for doc_id, document in by_id.items():
+        grounder = Grounder(document.text)
         for kind in KINDS:
             refs = annotations[doc_id].get(DRAFT_FIELDS[kind], [])
             preds = predicted.get((doc_id, kind), [])
-            _score_kind(result.kinds[kind], kind, document, refs, preds)
+            _score_kind(result.kinds[kind], kind, grounder, refs, preds)
     return result
 
 
 def _score_kind(
-    counts: KindScore, kind: Kind, document: Document, refs: list[dict[str, Any]], preds: list[dict[str, Any]]
+    counts: KindScore, kind: Kind, grounder: Grounder, refs: list[dict[str, Any]], preds: list[dict[str, Any]]
 ) -> None:
     counts.predicted += len(preds)
     counts.reference += len(refs)
-    ref_spans = [_reference_spans(document, r) for r in refs]
+    ref_spans = [_reference_spans(grounder, r) for r in refs]
     pairs = []
     for i, pred in enumerate(preds):
         spans = [(e["start"], e["end"]) for e in pred.get("evidence", [])]

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import html
-import re
 import unicodedata
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -30,6 +28,7 @@ from typing import Any
 from pydantic import ConfigDict, PrivateAttr, ValidationInfo, model_validator
 from rapidfuzz import fuzz
 
+from .documents import unescape_entities
 from .schema import DRAFT_FIELDS, Evidence, Extraction, Kind, MatchKind
 
 FUZZY_THRESHOLD = 90.0
@@ -42,7 +41,6 @@ _FOLD = {
     "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2015": "-", "\u2212": "-",
     "\u2026": "...", "\u00a0": " ",
 }  # fmt: skip
-_ENTITY = re.compile(r"&(?:[a-zA-Z]{2,8}|#\d{1,6}|#x[0-9a-fA-F]{1,6});")
 
 
 def _fold_char(ch: str) -> str:
@@ -53,17 +51,9 @@ def _fold_char(ch: str) -> str:
     return unicodedata.normalize("NFKC", ch).lower()
 
 
-def _unescape(s: str) -> str:
-    for _ in range(4):  # entities may be escaped more than once
-        if not _ENTITY.search(s):
-            break
-        s = html.unescape(s)
-    return s
-
-
 def normalize(s: str) -> str:
     """Fold a string the way :class:`Grounder` folds the document (for comparisons)."""
-    out = "".join(_fold_char(c) for c in _unescape(s))
+    out = "".join(_fold_char(c) for c in unescape_entities(s))
     return " ".join(out.split())
 
 

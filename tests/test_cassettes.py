@@ -61,6 +61,15 @@ def client_for(url: str, key: str, clock: FakeClock, **settings: Any) -> insight
     return insights.ModelClient(options, sleep=clock)
 
 
+def fault_run(actions: list[str], name: str, clock: FakeClock, **settings: Any) -> tuple[Any, Any, Any]:
+    """Extract the fault document while the server plays ``actions``; return (doc, result, cassette)."""
+    doc = insights.load_document(SEEDS / f"{FAULT_DOC}.txt")
+    plan = FaultPlan(script={FAULT_DOC: actions}, retry_after=3)
+    with endpoint(plan) as (url, key, _), replaying(f"faults/{name}.yaml") as cassette:
+        result = insights.extract(doc, client=client_for(url, key, clock, **settings))
+    return doc, result, cassette
+
+
 def requests_made(cassette: Any) -> int:
     return len(cassette.requests) if RECORDING else cassette.play_count
 
@@ -106,10 +115,7 @@ def test_seed_end_to_end(name: str, fake_clock: FakeClock) -> None:
 
 
 def test_hallucinated_quote_is_reasked_then_fixed(fake_clock: FakeClock) -> None:
-    doc = insights.load_document(SEEDS / f"{FAULT_DOC}.txt")
-    plan = FaultPlan(script={FAULT_DOC: ["hallucinate", "ok"]})
-    with endpoint(plan) as (url, key, _), replaying("faults/hallucinate_then_fixed.yaml") as cassette:
-        result = insights.extract(doc, client=client_for(url, key, fake_clock))
+    doc, result, cassette = fault_run(["hallucinate", "ok"], "hallucinate_then_fixed", fake_clock)
     assert requests_made(cassette) == 2
     reask = json.loads(cassette.requests[1].body)["messages"]
     feedback = " ".join(str(m.get("content") or "") for m in reask[2:])
@@ -120,10 +126,7 @@ def test_hallucinated_quote_is_reasked_then_fixed(fake_clock: FakeClock) -> None
 
 
 def test_hallucination_that_persists_lands_in_rejected(fake_clock: FakeClock) -> None:
-    doc = insights.load_document(SEEDS / f"{FAULT_DOC}.txt")
-    plan = FaultPlan(script={FAULT_DOC: ["hallucinate"] * 3})
-    with endpoint(plan) as (url, key, _), replaying("faults/hallucinate_always.yaml") as cassette:
-        result = insights.extract(doc, client=client_for(url, key, fake_clock, reasks=2))
+    doc, result, cassette = fault_run(["hallucinate"] * 3, "hallucinate_always", fake_clock, reasks=2)
     assert requests_made(cassette) == 3
     assert len(result.rejected) == 1
     rejected = result.rejected[0]
@@ -135,10 +138,7 @@ def test_hallucination_that_persists_lands_in_rejected(fake_clock: FakeClock) ->
 
 
 def test_malformed_json_is_reasked(fake_clock: FakeClock) -> None:
-    doc = insights.load_document(SEEDS / f"{FAULT_DOC}.txt")
-    plan = FaultPlan(script={FAULT_DOC: ["malformed", "ok"]})
-    with endpoint(plan) as (url, key, _), replaying("faults/malformed_then_ok.yaml") as cassette:
-        result = insights.extract(doc, client=client_for(url, key, fake_clock))
+    _, result, cassette = fault_run(["malformed", "ok"], "malformed_then_ok", fake_clock)
     assert requests_made(cassette) == 2
     assert len(result.enablers) == len(annotation(FAULT_DOC)["enablers"])
     assert fake_clock.sleeps == []  # a re-ask is not a transport retry
@@ -148,10 +148,7 @@ def test_malformed_json_is_reasked(fake_clock: FakeClock) -> None:
     ("status", "cassette_name"), [("429", "rate_limited_then_ok"), ("500", "server_error_then_ok")]
 )
 def test_transport_error_then_success(status: str, cassette_name: str, fake_clock: FakeClock) -> None:
-    doc = insights.load_document(SEEDS / f"{FAULT_DOC}.txt")
-    plan = FaultPlan(script={FAULT_DOC: [status, "ok"]}, retry_after=3)
-    with endpoint(plan) as (url, key, _), replaying(f"faults/{cassette_name}.yaml") as cassette:
-        result = insights.extract(doc, client=client_for(url, key, fake_clock))
+    _, result, cassette = fault_run([status, "ok"], cassette_name, fake_clock)
     assert requests_made(cassette) == 2
     assert len(fake_clock.sleeps) == 1
     if status == "429":

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import SEEDS, SHARED_CORPUS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,10 +23,8 @@ from insights.documents import (
 )
 from insights.errors import DocumentError, InsightsError
 
-REPO = Path(__file__).resolve().parents[1]
-SEEDS = REPO / "seeds"
 DATA = Path(__file__).resolve().parent / "data" / "documents"
-CORPUS = REPO.parent / "shared" / "corpus"
+CORPUS = SHARED_CORPUS
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 LONG_RUN = re.compile(r"\S{200,}")

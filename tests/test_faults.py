@@ -32,6 +32,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from conftest import REPO, SEEDS, SHARED_CORPUS
 from rapidfuzz import fuzz
 
 import insights
@@ -63,9 +64,7 @@ from insights.testing.server import (
     load_annotations,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-SEEDS_DIR = REPO / "seeds"
-SHARED_CORPUS = REPO.parent / "shared" / "corpus"
+SEEDS_DIR = SEEDS
 KEY = "sk-test-FAKEKEY0123456789abcdef"
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 DELIMITER = re.compile(r"<<<(DOCUMENT-[0-9a-f]{16})")

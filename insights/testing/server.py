@@ -92,6 +92,8 @@ from types import FrameType, TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..evaluate import load_annotations
+
 __all__ = [
     "ACTIONS",
     "CREATED",
@@ -298,33 +300,6 @@ def _check_action(action: object) -> None:
 def default_annotations_dir() -> Path:
     """``<repo root>/evals/seeds``, located from this file (it may not exist in an installed package)."""
     return Path(__file__).resolve().parents[2] / "evals" / "seeds"
-
-
-def load_annotations(directory: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """Read every ``*.json`` file of ``directory`` into ``{document_id: extraction}``.
-
-    A file holds one ``{"document_id": ..., "extraction": {...}}`` object or a list of them. A document id
-    annotated twice is an error (it would make the answers depend on file order).
-    """
-    root = Path(directory)
-    if not root.is_dir():
-        raise FileNotFoundError(f"annotations directory not found: {root}")
-    found: dict[str, dict[str, Any]] = {}
-    origin: dict[str, Path] = {}
-    for path in sorted(root.glob("*.json")):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        for entry in data if isinstance(data, list) else [data]:
-            if not isinstance(entry, dict) or "document_id" not in entry:
-                raise ValueError(f"{path}: expected an object with document_id and extraction")
-            doc_id = str(entry["document_id"])
-            extraction = entry.get("extraction") or {}
-            if not isinstance(extraction, dict):
-                raise ValueError(f"{path}: extraction of {doc_id!r} is not an object")
-            if doc_id in found:
-                raise ValueError(f"document {doc_id!r} is annotated in both {origin[doc_id]} and {path}")
-            found[doc_id] = extraction
-            origin[doc_id] = path
-    return found
 
 
 # ---------------------------------------------------------------------------------------- request parsing
