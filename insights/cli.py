@@ -250,7 +250,7 @@ def output_schema() -> dict[str, Any]:
     from .schema import RECORD_TYPES, DocumentInsights
 
     identity: dict[str, Any] = {
-        "document_id": (str, ...), "title": (str, ""), "type": (str, ""), "year": (str, ""),
+        "document_id": (str, ...), "title": (str, ""), "type": (str, ""), "year": (int | None, None),
         "country": (str, ""), "content_hash": (str, ""), "model": (str, ""), "prompt_version": (str, ""),
     }  # fmt: skip
     lines = [create_model(f"{cls.__name__}Line", __base__=cls, **identity) for cls in RECORD_TYPES.values()]

@@ -2,9 +2,11 @@
 
 A run with ``-o OUT.jsonl`` writes three files (the two sidecars are named after the output):
 
-``OUT.jsonl``            one line per kept insight: ``document_id``, ``kind``, the insight's fields,
-                         ``evidence`` (quote, start, end, match, score, section), the document's
-                         ``title``, ``type``, ``year``, ``country``, and ``content_hash``, ``model``,
+``OUT.jsonl``            one line per kept insight: ``document_id``, ``insight_id`` (stable; recipe in
+                         :mod:`insights.ids`), ``kind``, the insight's fields, ``evidence`` (quote, start,
+                         end, match, score, section), the document's ``title``, ``type``, ``year`` (an
+                         integer, or null), first ``country``, every tag as ``metadata`` (lists of
+                         values, e-mail addresses redacted), and ``content_hash``, ``model``,
                          ``prompt_version``. See :class:`insights.schema.InsightRecord`.
 ``OUT.documents.jsonl``  one line per finished document: its counts, ``rejected`` insights with reasons,
                          and ``provenance``. It is also the run's ledger: a document is done when its
@@ -32,7 +34,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from .documents import Document
+from .documents import redact_emails
 from .errors import InsightsError, ModelError, OutputError
+from .ids import insight_id
 from .schema import DocumentInsights, InsightRecord
 
 #: What makes a finished result reusable: (document id, content hash, prompt version, model).
@@ -53,12 +57,14 @@ def result_key(document: Document, model: str, prompt_version: str) -> ResultKey
 
 def insight_records(document: Document, result: DocumentInsights) -> list[dict[str, Any]]:
     """The output lines for one document's result, as JSON-ready dicts."""
+    year = document.meta("year").strip()
     identity = {
         "document_id": result.document_id,
         "title": document.title,
         "type": document.meta("type"),
-        "year": document.meta("year"),
+        "year": int(year) if year.isdigit() else None,
         "country": document.meta("country"),
+        "metadata": {k: [redact_emails(v) for v in values] for k, values in document.metadata.items()},
         "content_hash": document.content_hash,
         "model": result.provenance.model,
         "prompt_version": result.provenance.prompt_version,
@@ -66,7 +72,10 @@ def insight_records(document: Document, result: DocumentInsights) -> list[dict[s
     lines = []
     for insight in result.insights():
         fields = insight.model_dump(mode="json")
-        lines.append({"document_id": identity["document_id"], "kind": fields.pop("kind"), **fields, **identity})
+        kind = fields.pop("kind")
+        spans = [(e.start, e.end) for e in insight.evidence]
+        iid = insight_id(document.content_hash, kind, insight.statement, spans)
+        lines.append({"document_id": result.document_id, "insight_id": iid, "kind": kind, **fields, **identity})
     return lines
 
 

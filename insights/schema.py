@@ -240,13 +240,17 @@ class InsightRecord(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     document_id: str
+    insight_id: str = Field("", description="Stable id of the insight (recipe in insights.ids).")
     kind: Kind
     statement: str
     evidence: list[Evidence]
     title: str = ""
     type: str = ""
-    year: str = ""
-    country: str = ""
+    year: int | None = Field(None, description="The document's year tag, when it is a whole number.")
+    country: str = Field("", description="The document's first country tag.")
+    metadata: dict[str, list[str]] = Field(
+        default_factory=dict, description="Every [[key:value]] tag of the document, values in order."
+    )
     content_hash: str = ""
     model: str = ""
     prompt_version: str = ""

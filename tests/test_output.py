@@ -54,7 +54,11 @@ def test_lines_round_trip_with_identity_fields(tmp_path: Path) -> None:
         MODEL,
         PROMPT,
     )
-    assert first.type == doc.meta("type") and first.year == doc.meta("year") and first.country == doc.meta("country")
+    assert first.type == doc.meta("type") and first.country == doc.meta("country")
+    assert first.year == (int(doc.meta("year")) if doc.meta("year").isdigit() else None)
+    assert set(first.metadata) == set(doc.metadata) and first.metadata["country"] == doc.metadata["country"]
+    assert "@" not in json.dumps(first.metadata)  # focal points' e-mails are redacted
+    assert first.insight_id.startswith("ins_") and len(first.insight_id) == 24
     assert first.content_hash == doc.content_hash
     assert json.loads(out.read_text().splitlines()[0])["category"] == "other"
     ledger = list(read_jsonl(sidecar(out, "documents")))

@@ -1,0 +1,54 @@
+"""Stable identifiers of insights: the same answer replayed gives the same id, other content another.
+
+Contract (``insight_id``)::
+
+    "ins_" + sha256(canonical JSON of [
+        "insight/1",                 # recipe version: a change of recipe changes every id, visibly
+        content_hash,                # Document.content_hash of the source document
+        kind,                        # barrier | enabler | champion | failed_experiment
+        normalize(statement),        # grounding.normalize: case, white space, quotes, dashes, entities folded
+        sorted [start, end] spans,   # the located evidence offsets into Document.text
+    ]).hexdigest()[:20]
+
+Canonical JSON: ``ensure_ascii=False``, ``separators=(",", ":")``, UTF-8. Nothing else enters the id: not
+the model, the prompt version, the category or the run time. The same insight from a cached re-run, or
+from another model that states it the same way over the same passages, has the same id; a changed
+document (another content hash), statement or passage gives another.
+
+``theme_id`` and champion ``entity_id`` follow the same pattern over their own parts (see
+:mod:`insights.themes`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+
+from .grounding import normalize
+
+INSIGHT_RECIPE = "insight/1"
+ID_HEX_CHARS = 20
+
+
+def digest_id(prefix: str, parts: list[object]) -> str:
+    """``prefix + "_" +`` the first :data:`ID_HEX_CHARS` hex digits of the SHA-256 of ``parts`` as
+    canonical JSON."""
+    canonical = json.dumps(parts, ensure_ascii=False, separators=(",", ":"))
+    return f"{prefix}_{hashlib.sha256(canonical.encode('utf-8', 'surrogatepass')).hexdigest()[:ID_HEX_CHARS]}"
+
+
+def insight_id(content_hash: str, kind: str, statement: str, spans: Iterable[tuple[int, int]]) -> str:
+    """The stable id of one insight (see the module docstring for the recipe).
+
+    Args:
+        content_hash: the source document's ``content_hash``.
+        kind: the insight's kind.
+        statement: the insight's statement (normalized before hashing).
+        spans: ``(start, end)`` of each evidence passage, in any order.
+
+    Returns:
+        ``"ins_"`` followed by 20 hex digits.
+    """
+    ordered = sorted({(int(s), int(e)) for s, e in spans})
+    return digest_id("ins", [INSIGHT_RECIPE, content_hash, kind, normalize(statement), [list(p) for p in ordered]])
