@@ -33,8 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from .documents import Document
-from .documents import redact_emails
+from .documents import Document, redact_emails
 from .errors import InsightsError, ModelError, OutputError
 from .ids import insight_id
 from .schema import DocumentInsights, InsightRecord
