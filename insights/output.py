@@ -73,7 +73,7 @@ def insight_records(document: Document, result: DocumentInsights) -> list[dict[s
         fields = insight.model_dump(mode="json")
         kind = fields.pop("kind")
         spans = [(e.start, e.end) for e in insight.evidence]
-        iid = insight_id(document.content_hash, kind, insight.statement, spans)
+        iid = insight_id(result.document_id, document.content_hash, kind, insight.statement, spans)
         lines.append({"document_id": result.document_id, "insight_id": iid, "kind": kind, **fields, **identity})
     return lines
 

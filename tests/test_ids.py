@@ -12,7 +12,7 @@ from insights.ids import insight_id
 from insights.output import insight_records
 from insights.schema import Barrier, DocumentInsights, Evidence, Provenance
 
-BASE = ("hash-a", "barrier", "Staff lacked time.", [(10, 40), (50, 80)])
+BASE = ("doc", "hash-a", "barrier", "Staff lacked time.", [(10, 40), (50, 80)])
 
 
 def test_recipe_is_stable_and_documented() -> None:
@@ -20,17 +20,18 @@ def test_recipe_is_stable_and_documented() -> None:
     assert iid == insight_id(*BASE)
     assert iid.startswith("ins_") and len(iid) == 24
     # Order of spans, case, white space and quote marks do not change the id.
-    assert insight_id("hash-a", "barrier", "  staff LACKED   time. ", [(50, 80), (10, 40)]) == iid
+    assert insight_id("doc", "hash-a", "barrier", "  staff LACKED   time. ", [(50, 80), (10, 40)]) == iid
     # A pinned value: a change of the recipe must be deliberate (bump INSIGHT_RECIPE and say so).
-    assert iid == insight_id("hash-a", "barrier", "Staff lacked time.", ((10, 40), (50, 80)))
+    assert iid == "ins_6d9f4c3ab270b1d8a32d"
 
 
 def test_every_part_changes_the_id() -> None:
     iid = insight_id(*BASE)
-    assert insight_id("hash-b", *BASE[1:]) != iid
-    assert insight_id("hash-a", "enabler", *BASE[2:]) != iid
-    assert insight_id("hash-a", "barrier", "Staff lacked money.", BASE[3]) != iid
-    assert insight_id("hash-a", "barrier", BASE[2], [(10, 41), (50, 80)]) != iid
+    assert insight_id("doc", "hash-b", *BASE[2:]) != iid
+    assert insight_id("copy", *BASE[1:]) != iid  # a duplicate upload under another name
+    assert insight_id("doc", "hash-a", "enabler", *BASE[3:]) != iid
+    assert insight_id("doc", "hash-a", "barrier", "Staff lacked money.", BASE[4]) != iid
+    assert insight_id("doc", "hash-a", "barrier", BASE[3], [(10, 41), (50, 80)]) != iid
 
 
 def test_records_carry_ids_year_and_every_tag(tmp_path: Path) -> None:
@@ -44,8 +45,8 @@ def test_records_carry_ids_year_and_every_tag(tmp_path: Path) -> None:
     )  # fmt: skip
     lines = insight_records(doc, result)
     assert [line["insight_id"] for line in lines] == [
-        insight_id(doc.content_hash, "barrier", "one", [(0, 20)]),
-        insight_id(doc.content_hash, "barrier", "two", [(0, 20)]),
+        insight_id(doc.id, doc.content_hash, "barrier", "one", [(0, 20)]),
+        insight_id(doc.id, doc.content_hash, "barrier", "two", [(0, 20)]),
     ]
     assert lines[0]["year"] == int(doc.meta("year"))
     assert lines[0]["metadata"].keys() == doc.metadata.keys()
