@@ -24,8 +24,8 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, Field, TypeAdapter, create_model
 
-from .export import TABLES, table_json_schema
 from .schema import RECORD_TYPES, ErrorRecord, InsightRecord, LedgerRecord
+from .tables import TABLES, table_json_schema
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 #: Every schema name, with what it describes.

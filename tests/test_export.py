@@ -28,7 +28,8 @@ from conftest import REPO, SEEDS, SHARED_CORPUS
 import insights
 from insights import cli
 from insights.errors import ConfigError, DocumentError, OutputError
-from insights.export import TABLES, Tables, build_tables, export, to_dataframe, write_sqlite
+from insights.export import Tables, build_tables, export, to_dataframe, write_sqlite
+from insights.tables import TABLES
 from insights.grounding import normalize
 from insights.output import read_jsonl
 from insights.testing.server import ReferenceServer

@@ -11,7 +11,8 @@ import pytest
 from conftest import CASSETTES, SEEDS
 
 from insights import cli
-from insights.export import TABLES, build_tables
+from insights.export import build_tables
+from insights.tables import TABLES
 from insights.formats import SCHEMAS, json_schema
 from insights.output import read_jsonl
 
