@@ -29,9 +29,9 @@ import insights
 from insights import cli
 from insights.errors import ConfigError, DocumentError, OutputError
 from insights.export import Tables, build_tables, export, to_dataframe, write_sqlite
-from insights.tables import TABLES
 from insights.grounding import normalize
 from insights.output import read_jsonl
+from insights.tables import TABLES
 from insights.testing.server import ReferenceServer
 
 KEY = "sk-test-FAKEKEY0123456789abcdef"
@@ -107,7 +107,7 @@ def check_tables(run: SimpleNamespace) -> None:
     assert len(insights_rows) == len(run.lines) > 0
     assert [r["insight_id"] for r in insights_rows] == [line["insight_id"] for line in run.lines]
     assert [r["line"] for r in insights_rows] == list(range(1, len(run.lines) + 1))
-    for row, line in zip(insights_rows, run.lines):
+    for row, line in zip(insights_rows, run.lines, strict=True):
         assert (row["statement"], row["kind"], row["evidence_count"]) == (
             line["statement"], line["kind"], len(line["evidence"]),
         )  # fmt: skip

@@ -12,9 +12,9 @@ from conftest import CASSETTES, SEEDS
 
 from insights import cli
 from insights.export import build_tables
-from insights.tables import TABLES
 from insights.formats import SCHEMAS, json_schema
 from insights.output import read_jsonl
+from insights.tables import TABLES
 
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema (in the test extra) is not installed")
 REPLAY = CASSETTES / "seeds-replay.jsonl"
