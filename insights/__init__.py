@@ -33,6 +33,7 @@ from .errors import (
     RequestRejected,
     TransportError,
 )
+from .export import export, to_dataframe
 from .extract import extract
 from .output import OutputWriter, read_records
 from .schema import (
@@ -79,6 +80,7 @@ __all__ = [
     "Settings",
     "TransportError",
     "__version__",
+    "export",
     "extract",
     "extract_many",
     "load_corpus",
@@ -86,4 +88,5 @@ __all__ = [
     "parse_document",
     "read_records",
     "resolve_settings",
+    "to_dataframe",
 ]

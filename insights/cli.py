@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO, Union, cast
+from typing import Any, TextIO, cast
 
 from . import __version__
 from .batch import DEFAULT_CONCURRENCY, Outcome, RunSummary, extract_many
@@ -243,24 +243,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------------------------- schema
-def output_schema() -> dict[str, Any]:
-    """JSON Schema of one output line (``OUT.jsonl``) and of ``DocumentInsights``."""
-    from pydantic import TypeAdapter, create_model
-
-    from .schema import RECORD_TYPES, DocumentInsights
-
-    identity: dict[str, Any] = {
-        "document_id": (str, ...), "title": (str, ""), "type": (str, ""), "year": (int | None, None),
-        "country": (str, ""), "content_hash": (str, ""), "model": (str, ""), "prompt_version": (str, ""),
-    }  # fmt: skip
-    lines = [create_model(f"{cls.__name__}Line", __base__=cls, **identity) for cls in RECORD_TYPES.values()]
-    line_schema = TypeAdapter(Union[tuple(lines)]).json_schema()  # type: ignore[arg-type]
-    return {"output_line": line_schema, "document_insights": DocumentInsights.model_json_schema()}
-
-
 def cmd_schema(args: argparse.Namespace) -> int:
-    schema = output_schema()
-    print(json.dumps(schema[args.which] if args.which else schema, indent=2))
+    from .formats import json_schema
+
+    print(json.dumps(json_schema(args.which), indent=2, ensure_ascii=False))
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- export
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    result = export(args.output, args.to, args.path)
+    for note in result.notes:
+        _say(f"note: {note}")
+    rows = ", ".join(f"{name} {n:,}" for name, n in result.rows.items() if name != "readme")
+    _say(f"wrote {result.path} ({result.format}): {rows}")
     return 0
 
 
@@ -375,13 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.set_defaults(func=cmd_evaluate)
 
-    sc = sub.add_parser(
-        "schema",
-        help="print the JSON Schema of the output records",
-        description="Print the JSON Schema of output lines and of DocumentInsights.",
-    )
-    sc.add_argument("which", nargs="?", choices=["output_line", "document_insights"], help="only this schema")
-    sc.set_defaults(func=cmd_schema)
+    _schema_parser(sub)
+    _export_parser(sub)
 
     ca = sub.add_parser(
         "cache",
@@ -405,6 +398,38 @@ def build_parser() -> argparse.ArgumentParser:
         )
     ca.set_defaults(func=cmd_cache, cache=None)
     return parser
+
+
+def _schema_parser(sub: Any) -> None:
+    from .formats import SCHEMAS
+
+    sc = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of an output file",
+        description="Print one JSON Schema (draft 2020-12) of a file insights writes; every field is described. "
+        + "; ".join(f"{name}: {what}" for name, what in SCHEMAS.items())
+        + ".",
+    )
+    sc.add_argument("which", nargs="?", default="insight", choices=list(SCHEMAS), metavar="NAME",
+                    help=f"one of {', '.join(SCHEMAS)} (default: insight)")  # fmt: skip
+    sc.set_defaults(func=cmd_schema)
+
+
+def _export_parser(sub: Any) -> None:
+    from .export import FORMATS
+
+    xp = sub.add_parser(
+        "export",
+        help="write an output as CSV, Parquet or SQLite tables",
+        description="Write the tables insights, evidence, documents, rejected, tags and readme (joined by "
+        "insight_id and document_id) from OUT.jsonl and its OUT.documents.jsonl. csv and parquet: a folder "
+        "with one file per table; sqlite: one database with keys and full-text search, ready for Datasette "
+        "and sqlite-utils. The target is replaced only once the new one is complete.",
+    )
+    xp.add_argument("output", metavar="OUT.jsonl", help="the output of insights extract")
+    xp.add_argument("--to", required=True, choices=FORMATS, help="csv, parquet (needs the parquet extra) or sqlite")
+    xp.add_argument("path", metavar="PATH", help="folder (csv, parquet) or file (sqlite) to write")
+    xp.set_defaults(func=cmd_export)
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:

@@ -48,6 +48,9 @@ JSONL files (``.jsonl``/``.ndjson``) hold one record per line: ``{"id", "text", 
 metadata values may be strings, numbers or lists (all become ``list[str]``); ``metadata["title"]``, if
 given (a ``[[title:…]]`` tag counts too), is the title and is put as the first line of ``text`` when the
 text has no ``# `` title of its own.
+
+PDF, DOCX and HTML files are converted, and CSV/TSV files read as records (one document per row), by
+:mod:`insights.converters`, by extension; spreadsheets and other office formats are refused there.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from . import converters
 from .errors import DocumentError
 
 __all__ = [
@@ -710,7 +714,18 @@ def _is_jsonl(path: Path) -> bool:
     return path.suffix.lower() in JSONL_SUFFIXES
 
 
+def _converted(path: Path) -> Iterator[Document]:
+    for item in converters.convert(path, _read_bytes(path)):
+        try:
+            yield parse_document(item.text, doc_id=item.doc_id or _doc_id(path), path=str(path), metadata=item.metadata)
+        except DocumentError as e:
+            raise DocumentError(path, f"{item.where}: {e.reason}" if item.where else e.reason) from None
+
+
 def _iter_file(path: Path) -> Iterator[Document]:
+    if converters.handles(path):
+        yield from _converted(path)
+        return
     raw = _decode(_read_bytes(path), path)
     if _is_jsonl(path):
         _check_text(raw, str(path))
@@ -720,7 +735,7 @@ def _iter_file(path: Path) -> Iterator[Document]:
 
 
 def load_document(path: str | os.PathLike[str]) -> Document:
-    """Read one file (markdown, plain text, extensionless, or a one-record JSONL) into a Document.
+    """Read one file (markdown, plain text, extensionless, PDF, DOCX, HTML, or a one-record JSONL/CSV).
 
     Args:
         path: the file.
@@ -730,18 +745,18 @@ def load_document(path: str | os.PathLike[str]) -> Document:
 
     Raises:
         DocumentError: the file is missing, a directory, unreadable, binary, not UTF-8, empty, holds
-            no text after cleaning, or is a JSONL file with a bad line or not exactly one record.
+            no text after cleaning, is a JSONL/CSV file with a bad line or not exactly one record, or is
+            of a refused format (a spreadsheet...).
+        ConfigError: a PDF or DOCX file, and the ``documents`` extra is not installed.
     """
     try:
         p = Path(path)
     except TypeError as e:
         raise DocumentError(repr(path), "not a file path") from e
-    if _is_jsonl(p):
-        docs = list(_iter_file(p))
-        if len(docs) != 1:
-            raise DocumentError(p, f"holds {len(docs)} records; use load_corpus to read several")
-        return docs[0]
-    return next(_iter_file(p))
+    docs = list(_iter_file(p))
+    if len(docs) != 1:
+        raise DocumentError(p, f"holds {len(docs)} records; use load_corpus to read several")
+    return docs[0]
 
 
 # ------------------------------------------------------------------------------------------- corpus

@@ -120,6 +120,13 @@ DRAFT_FIELDS: dict[Kind, str] = {
 
 
 # -------------------------------------------------------------------------------------------------- records
+_KIND = "The kind of insight: barrier, enabler, champion or failed_experiment."
+_CATEGORY = "What kind of factor it is (one taxonomy shared by barriers and enablers)."
+_LEVEL = "Where the factor sits, after De Vries, Bekkers & Tummers (2016)."
+_DOCUMENT_ID = "The document's id: its file name without the last extension, or its JSONL record id."
+_CONTENT_HASH = "SHA-256 of the document's title, text and metadata (Document.content_hash)."
+
+
 class Evidence(BaseModel):
     """A quote and where it stands in ``Document.text``: ``text[start:end]`` is the located passage."""
 
@@ -132,45 +139,49 @@ class Evidence(BaseModel):
 
 
 class _Insight(BaseModel):
-    statement: str
-    evidence: list[Evidence] = Field(min_length=1)
+    statement: str = Field(description="The insight in one sentence, in the model's words.")
+    evidence: list[Evidence] = Field(
+        min_length=1, description="The passages of the document that support it, each located by the library."
+    )
 
 
 class Barrier(_Insight):
     """Something that blocked or slowed innovation."""
 
-    kind: Literal["barrier"] = "barrier"
-    category: Category
-    level: Level
+    kind: Literal["barrier"] = Field(default="barrier", description=_KIND)
+    category: Category = Field(description=_CATEGORY)
+    level: Level = Field(description=_LEVEL)
 
 
 class Enabler(_Insight):
     """Something that made innovation possible or easier."""
 
-    kind: Literal["enabler"] = "enabler"
-    category: Category
-    level: Level
+    kind: Literal["enabler"] = Field(default="enabler", description=_KIND)
+    category: Category = Field(description=_CATEGORY)
+    level: Level = Field(description=_LEVEL)
 
 
 class Champion(_Insight):
     """A person, team or organization that pushed innovation forward."""
 
-    kind: Literal["champion"] = "champion"
-    name: str
-    champion_type: ChampionType
-    affiliation: str = ""
-    sector: Sector = "unknown"
-    contribution: str = ""
+    kind: Literal["champion"] = Field(default="champion", description=_KIND)
+    name: str = Field(description="The champion's name as the document writes it.")
+    champion_type: ChampionType = Field(description="person, organization or team.")
+    affiliation: str = Field(default="", description="The organization the champion belongs to, if the document says.")
+    sector: Sector = Field(
+        default="unknown", description="The champion's sector (unknown if the document does not say)."
+    )
+    contribution: str = Field(default="", description="What the champion did, in one sentence.")
 
 
 class FailedExperiment(_Insight):
     """An experiment the authors say failed, why, and what they learned."""
 
-    kind: Literal["failed_experiment"] = "failed_experiment"
-    name: str
-    what_was_tried: str
-    why_it_failed: str
-    lesson: str = ""
+    kind: Literal["failed_experiment"] = Field(default="failed_experiment", description=_KIND)
+    name: str = Field(description="The experiment's name or a short label for it.")
+    what_was_tried: str = Field(description="What was tried.")
+    why_it_failed: str = Field(description="Why it failed or fell short, as the authors tell it.")
+    lesson: str = Field(default="", description="The lesson the authors draw, if they state one.")
 
 
 Insight = Annotated[Union[Barrier, Enabler, Champion, FailedExperiment], Field(discriminator="kind")]
@@ -185,33 +196,35 @@ RECORD_TYPES: dict[Kind, type[_Insight]] = {
 class Rejected(BaseModel):
     """An insight the model proposed that the library did not keep, and why."""
 
-    kind: Kind
+    kind: Kind = Field(description="The kind of insight the model proposed.")
     draft: dict[str, Any] = Field(description="The insight as the model returned it.")
-    reason: str
+    reason: str = Field(description="Why it was not kept (e.g. which quote could not be found in the document).")
 
 
 class Usage(BaseModel):
     """Tokens spent on one document, summed over every call (re-asks and chunks included)."""
 
-    input_tokens: int = 0
-    output_tokens: int = 0
-    calls: int = 0
-    cached_calls: int = 0
-    cost_usd: float | None = None
+    input_tokens: int = Field(default=0, description="Input (prompt) tokens, as the endpoint reported them.")
+    output_tokens: int = Field(default=0, description="Output (completion) tokens, as the endpoint reported them.")
+    calls: int = Field(default=0, description="Model calls made, re-asks and chunks included.")
+    cached_calls: int = Field(default=0, description="Of those, calls answered from the cache.")
+    cost_usd: float | None = Field(
+        default=None, description="Estimated cost in US dollars; null if the model has no price."
+    )
 
 
 class Provenance(BaseModel):
     """Where a result came from, so it can be reproduced and audited."""
 
-    model: str
-    prompt_version: str
-    schema_version: str = SCHEMA_VERSION
-    library_version: str = ""
-    content_hash: str = ""
-    chunks: int = 1
-    usage: Usage = Field(default_factory=Usage)
-    latency_s: float = 0.0
-    extracted_at: str = Field("", description="UTC time, ISO 8601.")
+    model: str = Field(description="The model that answered.")
+    prompt_version: str = Field(description="Hash of the prompt files (changes when a prompt changes).")
+    schema_version: str = Field(default=SCHEMA_VERSION, description="Version of the record and draft shapes.")
+    library_version: str = Field(default="", description="Version of insights that produced the result.")
+    content_hash: str = Field(default="", description="The document's content hash (see Document.content_hash).")
+    chunks: int = Field(default=1, description="Chunks the document was split into (one call each, before re-asks).")
+    usage: Usage = Field(default_factory=Usage, description="Tokens, calls and estimated cost for the document.")
+    latency_s: float = Field(default=0.0, description="Seconds spent on the document's model calls.")
+    extracted_at: str = Field(default="", description="When the result was made: UTC time, ISO 8601.")
 
 
 class DocumentInsights(BaseModel):
@@ -239,18 +252,70 @@ class InsightRecord(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    document_id: str
+    document_id: str = Field(description=_DOCUMENT_ID)
     insight_id: str = Field("", description="Stable id of the insight (recipe in insights.ids).")
-    kind: Kind
-    statement: str
-    evidence: list[Evidence]
-    title: str = ""
-    type: str = ""
+    kind: Kind = Field(description=_KIND)
+    statement: str = Field(description="The insight in one sentence, in the model's words.")
+    evidence: list[Evidence] = Field(description="The supporting passages, each located by the library.")
+    title: str = Field(default="", description="The document's title.")
+    type: str = Field(default="", description="The document's type tag (e.g. learningplan, experiment, blog).")
     year: int | None = Field(None, description="The document's year tag, when it is a whole number.")
     country: str = Field("", description="The document's first country tag.")
     metadata: dict[str, list[str]] = Field(
         default_factory=dict, description="Every [[key:value]] tag of the document, values in order."
     )
-    content_hash: str = ""
-    model: str = ""
-    prompt_version: str = ""
+    content_hash: str = Field(default="", description=_CONTENT_HASH)
+    model: str = Field(default="", description="The model that answered.")
+    prompt_version: str = Field(default="", description="Hash of the prompt files the answer was asked with.")
+
+
+class Counts(BaseModel):
+    """How many insights of each kind a document gave, and how many were rejected."""
+
+    model_config = ConfigDict(extra="allow")
+
+    barrier: int = Field(default=0, description="Barriers kept.")
+    enabler: int = Field(default=0, description="Enablers kept.")
+    champion: int = Field(default=0, description="Champions kept.")
+    failed_experiment: int = Field(default=0, description="Failed experiments kept.")
+    rejected: int = Field(default=0, description="Insights proposed by the model and not kept (see rejected).")
+
+
+class LedgerRecord(BaseModel):
+    """One line of ``OUT.documents.jsonl``: a finished document (the run's ledger).
+
+    Permissive (``extra="allow"``): fields may be added, never renamed or removed.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    document_id: str = Field(description=_DOCUMENT_ID)
+    title: str = Field(default="", description="The document's title.")
+    path: str | None = Field(default=None, description="The file the document was read from, if any.")
+    content_hash: str = Field(default="", description=_CONTENT_HASH)
+    model: str = Field(default="", description="The model that answered.")
+    prompt_version: str = Field(default="", description="Hash of the prompt files the answer was asked with.")
+    counts: Counts = Field(default_factory=Counts, description="Insights kept per kind, and rejected.")
+    rejected: list[Rejected] = Field(default_factory=list, description="Every insight not kept, with the reason.")
+    provenance: Provenance = Field(description="Model, prompt and library versions, tokens, cost and time.")
+
+
+class ErrorRecord(BaseModel):
+    """One line of ``OUT.errors.jsonl``: a document that failed in the latest run.
+
+    Permissive (``extra="allow"``): fields may be added, never renamed or removed.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    document_id: str = Field(description=_DOCUMENT_ID)
+    path: str | None = Field(default=None, description="The file the document was read from, if any.")
+    error_type: str = Field(description="The exception's class name (see insights/errors.py).")
+    message: str = Field(description="What went wrong.")
+    attempts: int = Field(default=1, description="HTTP attempts made for the failing call.")
+    status: int | None = Field(default=None, description="The last HTTP status, if there was one.")
+    retryable: bool = Field(description="Whether running again later may succeed.")
+    last_output: str | None = Field(
+        default=None, description="The last raw text the model returned (truncated), if any."
+    )
+    time: str = Field(default="", description="When it failed: UTC time, ISO 8601.")

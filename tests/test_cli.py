@@ -88,17 +88,6 @@ def test_offline_with_an_empty_cache_reports_every_document_missing(
     assert out.read_text() == ""
 
 
-def test_schema_prints_json_schema_of_output_lines(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["schema", "output_line"]) == 0
-    schema = json.loads(capsys.readouterr().out)
-    titles = {ref.split("/")[-1] for ref in json.dumps(schema).split('"$ref": "')[1:] for ref in [ref.split('"')[0]]}
-    assert {"BarrierLine", "EnablerLine", "ChampionLine", "FailedExperimentLine", "Evidence"} <= titles
-    barrier = schema["$defs"]["BarrierLine"]["properties"]
-    assert {"document_id", "kind", "statement", "evidence", "category", "level", "title", "year", "country"} <= set(
-        barrier
-    )
-
-
 def test_estimate_counts_without_network(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["estimate", str(SEEDS), "--model", "gpt-4o-mini"]) == 0
     out = capsys.readouterr().out
