@@ -120,7 +120,7 @@ def _insight_rows(out: Path, number: int, line: dict[str, Any]) -> tuple[dict[st
             f"{out}: line {number} is not an insight line (needs document_id, kind, statement and evidence)"
         )
     iid = line.get("insight_id") or insight_id(
-        str(line.get("content_hash", "")), str(line.get("kind", "")), line["statement"],
+        line["document_id"], str(line.get("content_hash", "")), str(line.get("kind", "")), line["statement"],
         [(int(e.get("start", 0)), int(e.get("end", 0))) for e in evidence],
     )  # fmt: skip
     first = evidence[0] if evidence else {}
