@@ -251,6 +251,9 @@ class InsightRecord(BaseModel):
     metadata: dict[str, list[str]] = Field(
         default_factory=dict, description="Every [[key:value]] tag of the document, values in order."
     )
+    source: str | None = Field(
+        None, description="The document's file, relative to the input it was found under (see insights.corpus)."
+    )
     content_hash: str = ""
     model: str = ""
     prompt_version: str = ""
