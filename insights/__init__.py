@@ -17,7 +17,8 @@ from .batch import Outcome, RateLimiter, extract_many
 from .cache import Cache
 from .client import ModelClient
 from .config import Settings, resolve_settings
-from .documents import Document, Section, load_corpus, load_document, parse_document
+from .corpus import load_corpus, scan_corpus
+from .documents import Document, Section, load_document, parse_document
 from .errors import (
     AuthError,
     CacheError,
@@ -88,5 +89,6 @@ __all__ = [
     "parse_document",
     "read_records",
     "resolve_settings",
+    "scan_corpus",
     "to_dataframe",
 ]

@@ -1,7 +1,10 @@
 """The ``insights`` command: extract, estimate, schema, cache.
 
-Exit codes: 0 success; 1 some documents failed (see the errors file); 2 bad usage, settings or input;
-3 the run was stopped by a fatal error (wrong key, no access, no quota); 130 interrupted.
+Exit codes: 0 success; 1 some documents failed or some files could not be read (see the errors file);
+2 bad usage, settings or input, or the output is held by another run or holds another model's results
+(nothing was asked); 3 the run was stopped by a fatal error (wrong key, no access, no quota); 4 the run
+was stopped because an output file could not be written (disk full, I/O error): finished documents are
+saved and consistent, rerun to resume; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from .batch import DEFAULT_CONCURRENCY, Outcome, RunSummary, extract_many
 from .cache import Cache
 from .client import ModelClient
 from .config import Settings, resolve_settings
-from .documents import load_corpus
-from .errors import CacheError, ConfigError, DocumentError, InsightsError, OutputError
+from .corpus import LoadFailure, load_corpus, scan_corpus
+from .errors import CacheError, ConfigError, DocumentError, InsightsError, OutputError, OutputWriteError
 from .output import OutputWriter
 from .prompts import load_prompts
 
-EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 1, 2, 3, 130
+EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_WRITE, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
+#: Unreadable files named one by one on the terminal before the rest are only counted.
+SHOWN_FAILURES = 10
 REPLAY_NOTICE = (
     "Replaying recorded responses from {path}: {source}. Nothing is sent over the network; these are "
     "not a live model's answers."
@@ -127,8 +132,29 @@ class _Progress:
             self._bar.stop()
 
 
+def _report_unreadable(failures: list[LoadFailure]) -> None:
+    """Name the files that could not be read (even with ``-q``: they are not progress but problems)."""
+    for failure in failures[:SHOWN_FAILURES]:
+        _say(f"unreadable, skipped: {failure.error}")
+    if len(failures) > SHOWN_FAILURES:
+        _say(f"... and {len(failures) - SHOWN_FAILURES} more unreadable file(s), listed in the errors file")
+
+
+def _count_spend(summary: RunSummary, outcome: Outcome) -> None:
+    """Add what a document's requests cost when its result could not be kept (the run stopped)."""
+    if outcome.result is not None:
+        usage = outcome.result.provenance.usage
+        summary.input_tokens += usage.input_tokens
+        summary.output_tokens += usage.output_tokens
+        summary.cost_usd += usage.cost_usd or 0.0
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    out = None if args.output in (None, "-") else Path(args.output)
+    # Paths are checked before any file (cache, lock, output) is created.
+    writer = OutputWriter(out, errors=Path(args.errors) if args.errors else None, stream=sys.stdout)
+    writer.refuse_unsafe_paths(args.paths)
     with contextlib.ExitStack() as stack:
         settings = _settings_from(args)
         cache: Cache | None
@@ -140,29 +166,36 @@ def cmd_extract(args: argparse.Namespace) -> int:
             settings, cache = _open_cache(settings)
         if cache is not None:
             stack.callback(cache.close)
-        documents = load_corpus(args.paths)
-        if not documents:
+        corpus = scan_corpus(args.paths)
+        documents, unreadable = corpus.documents, corpus.failures
+        if not documents and not unreadable:
             raise DocumentError(" ".join(args.paths), "no documents found")
 
-        out = None if args.output in (None, "-") else Path(args.output)
-        writer = stack.enter_context(
-            OutputWriter(out, errors=Path(args.errors) if args.errors else None, stream=sys.stdout)
-        )
+        stack.enter_context(writer)
         done = writer.resume(documents, settings.model, load_prompts().version, overwrite=args.overwrite)
+        for message in writer.repairs:
+            _say(f"resume: {message}")
+        for failure in unreadable:
+            writer.write_failure(failure)
+        _report_unreadable(unreadable)
         todo = [d for d in documents if d.id not in done]
-        writer.start_errors()
         client = stack.enter_context(ModelClient(settings, cache=cache))
         progress = _Progress(len(todo), args.quiet)
         stack.callback(progress.close)
 
-        summary, lines, fatal = RunSummary(), 0, None
+        summary, lines, fatal, broken = RunSummary(), 0, None, None
         try:
             for outcome in extract_many(todo, concurrency=args.concurrency, client=client, rpm=args.rpm, tpm=args.tpm):
                 written = 0
-                if outcome.result is not None:
-                    written = writer.write(outcome.document, outcome.result)
-                elif not getattr(outcome.error, "fatal", False):
-                    writer.write_error(outcome.document, outcome.error)  # type: ignore[arg-type]
+                try:
+                    if outcome.result is not None:
+                        written = writer.write(outcome.document, outcome.result)
+                    elif not getattr(outcome.error, "fatal", False):
+                        writer.write_error(outcome.document, outcome.error)  # type: ignore[arg-type]
+                except OutputWriteError as exc:
+                    _count_spend(summary, outcome)
+                    broken = exc
+                    break
                 summary.add(outcome)
                 lines += written
                 progress.update(outcome, written)
@@ -172,21 +205,31 @@ def cmd_extract(args: argparse.Namespace) -> int:
             fatal = exc
 
     _say(
-        f"done {summary.done}, failed {summary.failed}, skipped {len(done)} (already in the output), "
-        f"from cache {summary.from_cache}; {lines} insights written; "
+        f"done {summary.done}, failed {summary.failed}, unreadable {len(unreadable)}, skipped {len(done)} (already "
+        f"in the output), from cache {summary.from_cache}; {lines} insights written; "
         f"tokens in {summary.input_tokens:,} out {summary.output_tokens:,}; "
         f"estimated cost ${summary.cost_usd:.4f}; wall time {time.perf_counter() - started:.1f}s"
     )
     if out is not None:
         _say(f"output: {out} (documents: {writer.documents}, errors: {writer.errors})")
+    if broken is not None:
+        _say(
+            f"stopped: {broken}. The {summary.done} document(s) finished before are saved, each with its ledger "
+            "line; the one being written is not (it will be redone). Free some space (or fix the disk) and run "
+            "the same command again to resume."
+        )
+        return EXIT_WRITE
     if fatal is not None:
         _say(
             f"stopped: {type(fatal).__name__}: {fatal}. Finished documents are saved; "
             "fix the cause and run the same command again to resume."
         )
         return EXIT_FATAL
-    if summary.failed:
-        _say(f"{summary.failed} document(s) failed: see {writer.errors}. Run the same command again to retry them.")
+    if summary.failed or unreadable:
+        _say(
+            f"{summary.failed} document(s) failed and {len(unreadable)} file(s) could not be read: see "
+            f"{writer.errors or 'the messages above'}. Run the same command again to retry the failed ones."
+        )
         return EXIT_FAILED
     return 0
 
@@ -459,6 +502,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("interrupted: finished documents are saved; run the same command again to resume")
         return EXIT_INTERRUPTED
+    except OutputWriteError as exc:
+        _say(f"insights: error: {exc}. Nothing was lost; free some space (or fix the disk) and run again.")
+        return EXIT_WRITE
     except (ConfigError, DocumentError, OutputError, CacheError) as exc:
         _say(f"insights: error: {exc}")
         return EXIT_USAGE

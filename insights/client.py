@@ -43,6 +43,7 @@ from .cache import Cache, CallRecord, request_key
 from .config import Settings, resolve_settings
 from .errors import (
     AuthError,
+    CacheError,
     CacheMiss,
     ConfigError,
     InsightsError,
@@ -239,6 +240,7 @@ class ModelClient:
             cache if cache is not None else (Cache(self.settings.cache_path) if self.settings.cache_path else None)
         )
         self._owns_cache = cache is None and self.cache is not None
+        self._cache_off = False  # set when the cache could not be used (a full disk): see _cache_failed
         self.sleep = sleep
         self.before_request = before_request
         self.prices: dict[str, Price] = load_prices(self.settings.prices_path)
@@ -336,9 +338,13 @@ class ModelClient:
     def discard(self, ledger: CallLedger) -> None:
         """Remove from the cache what the calls of ``ledger`` stored: their document failed, and a failure
         must not be replayed."""
-        if self.cache is not None:
-            for key in ledger.stored_keys:
-                self.cache.delete(key)
+        cache = self._live_cache()
+        if cache is not None:
+            try:
+                for key in ledger.stored_keys:
+                    cache.delete(key)
+            except CacheError as exc:
+                self._cache_failed(exc)
         ledger.stored_keys.clear()
 
     def for_model(self, model: str) -> ModelClient:
@@ -380,10 +386,15 @@ class ModelClient:
     def _send(self, request: dict[str, Any], ledger: CallLedger, prompt_version: str) -> Any:
         from openai.types.chat import ChatCompletion
 
-        key = self._key(request, prompt_version) if self.cache is not None else ""
+        cache = self._live_cache()
+        key = self._key(request, prompt_version) if cache is not None else ""
         doc = ledger.document_id
-        if self.cache is not None:
-            hit = self.cache.get(key)
+        if cache is not None:
+            try:
+                hit = cache.get(key)
+            except CacheError as exc:
+                self._cache_failed(exc)
+                hit = None
             if hit is not None:
                 try:
                     completion = ChatCompletion.model_validate(hit.response)
@@ -393,7 +404,10 @@ class ModelClient:
                     # Not a completion: a corrupt row is a miss. Raising here would look to instructor
                     # like a bad answer and be re-asked against the same row.
                     log.warning("cache entry %s is not a chat completion (%s); asking again", key, exc)
-                    self.cache.delete(key)
+                    try:
+                        cache.delete(key)
+                    except CacheError as error:
+                        self._cache_failed(error)
                 else:
                     self._account(ledger, key, completion, 0.0, cached=True)
                     return completion
@@ -442,16 +456,21 @@ class ModelClient:
             raise exc.error from exc.__cause__
         latency = time.perf_counter() - started
         _check_finish(completion, attempts)
-        if self.cache is not None:
-            self.cache.put(
-                key,
-                response=completion.model_dump(mode="json"),
-                model=self.model,
-                input_tokens=_tokens(completion, "prompt_tokens"),
-                output_tokens=_tokens(completion, "completion_tokens"),
-                latency_s=latency,
-            )
-            ledger.stored_keys.append(key)
+        cache = self._live_cache()
+        if cache is not None:
+            # The answer is paid for: a cache that cannot store it (a full disk) must not fail the document.
+            try:
+                cache.put(
+                    key,
+                    response=completion.model_dump(mode="json"),
+                    model=self.model,
+                    input_tokens=_tokens(completion, "prompt_tokens"),
+                    output_tokens=_tokens(completion, "completion_tokens"),
+                    latency_s=latency,
+                )
+                ledger.stored_keys.append(key)
+            except CacheError as exc:
+                self._cache_failed(exc)
         self._account(ledger, key, completion, latency, cached=False)
         return completion
 
@@ -486,8 +505,23 @@ class ModelClient:
         self._log(CallRecord(ledger.document_id, self.model, key, cached, tin, tout, latency, price))
 
     def _log(self, record: CallRecord) -> None:
-        if self.cache is not None:
-            self.cache.log_call(record)
+        cache = self._live_cache()
+        if cache is not None:
+            try:
+                cache.log_call(record)
+            except CacheError as exc:
+                self._cache_failed(exc)
+
+    def _live_cache(self) -> Cache | None:
+        return None if self._cache_off else self.cache
+
+    def _cache_failed(self, exc: CacheError) -> None:
+        """The cache cannot be read or written (a full disk, an I/O error): warn once and go on without it.
+        Answers already paid for are still used and counted; they are only not stored."""
+        with self._lock:
+            first, self._cache_off = not self._cache_off, True
+        if first:
+            log.warning("%s; continuing without the cache (answers are no longer stored, nor read from it)", exc)
 
 
 def _tokens(completion: Any, name: str) -> int:

@@ -3,8 +3,9 @@
 Contract
 --------
 :func:`parse_document` turns one raw string into a :class:`Document`; :func:`load_document` reads one
-file; :func:`load_corpus` / :func:`iter_corpus` read files, folders and globs. Only
-:class:`~insights.errors.DocumentError` ever escapes them, and it always names the file (or the id).
+file. Only :class:`~insights.errors.DocumentError` ever escapes them, and it always names the file (or
+the id). Reading files, folders and globs (``load_corpus``, ``scan_corpus``) lives in
+:mod:`insights.corpus`, which also gives ids to files that share a stem.
 
 The input is the archive's markdown dialect: a ``# title`` line, ``[[key:value]]`` tags, ``## section``
 headings, ``> question`` lines followed by their answers, plus leftovers of the web forms it came from
@@ -37,7 +38,9 @@ spaces in the raw file is found verbatim in ``text`` (curly quotes, accents, CJK
 emphasis (``**bold**``), list markers and tables are left as they are.
 
 ``Document.id`` is the file name without its last extension (the whole name if it has none), or a
-JSONL record's ``id`` (``<file stem>-<n>`` when a record has none, ``n`` counting records from 1).
+JSONL record's ``id`` (``<file stem>-<n>`` when a record has none, ``n`` counting records from 1). When
+several files of one corpus share a stem, :mod:`insights.corpus` gives them ids from their paths instead
+(the rule is stated there).
 ``metadata`` maps each tag key to its values in order of appearance (identical repeats dropped;
 entities decoded; whitespace collapsed). A tag with no value (``[[year:]]``) keeps its key with an
 empty list, so ``meta("year")`` returns the default. Sections (``Document.sections``) are the heading
@@ -56,7 +59,6 @@ PDF, DOCX and HTML files are converted, and CSV/TSV files read as records (one d
 from __future__ import annotations
 
 import bisect
-import glob
 import hashlib
 import html
 import json
@@ -64,7 +66,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 from . import converters
 from .errors import DocumentError
@@ -72,11 +74,9 @@ from .errors import DocumentError
 __all__ = [
     "Document",
     "Section",
-    "corpus_files",
-    "iter_corpus",
-    "load_corpus",
     "load_document",
     "parse_document",
+    "read_file",
 ]
 
 #: Files larger than this are refused rather than read (they are not practitioner documents).
@@ -122,6 +122,9 @@ class Document:
         sections: the heading/question blocks of ``text``, ordered and non-overlapping.
         path: the file it was read from, if any.
         raw_chars: characters in the raw input (compare with ``len(text)`` to see what cleaning removed).
+        source: the file's path relative to the input it was found under (a folder or glob given to
+            :func:`insights.corpus.load_corpus`; a file given by name: its path as given). Not part of
+            the content hash.
     """
 
     id: str
@@ -131,6 +134,7 @@ class Document:
     sections: tuple[Section, ...] = ()
     path: str | None = None
     raw_chars: int = 0
+    source: str | None = None
     _content_hash: str = field(init=False, repr=False, compare=False, default="")
     _starts: tuple[int, ...] = field(init=False, repr=False, compare=False, default=())
 
@@ -677,61 +681,87 @@ def _doc_id(path: Path) -> str:
     return stem or name
 
 
-def _jsonl_records(path: Path, text: str) -> Iterator[Document]:
-    stem = _doc_id(path)
+def _jsonl_items(path: Path, text: str, stem: str) -> Iterator[Document | DocumentError]:
+    """Each record of a JSONL file as a document, or as the error that names its line (and the reading
+    goes on with the next line)."""
     count = 0
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         count += 1
         try:
-            record = json.loads(line)
-        except (ValueError, RecursionError) as e:
-            raise DocumentError(path, f"line {lineno}: not valid JSON ({e})") from None
-        if not isinstance(record, dict):
-            raise DocumentError(path, f"line {lineno}: a record must be a JSON object")
-        body = record.get("text")
-        if not isinstance(body, str):
-            raise DocumentError(path, f"line {lineno}: record has no 'text' string")
-        rid = record.get("id")
-        if rid is None or (isinstance(rid, str) and not rid.strip()):
-            rid = f"{stem}-{count}"
-        elif not isinstance(rid, (str, int)) or isinstance(rid, bool):
-            raise DocumentError(path, f"line {lineno}: 'id' must be a string or an integer")
-        metadata = record.get("metadata")
-        if metadata is not None and not isinstance(metadata, dict):
-            raise DocumentError(path, f"line {lineno}: 'metadata' must be an object")
-        try:
-            doc = parse_document(body, doc_id=str(rid), path=str(path), metadata=metadata)
+            yield _jsonl_record(path, line, lineno, f"{stem}-{count}")
         except DocumentError as e:
-            raise DocumentError(path, f"line {lineno} (id {rid!s}): {e.reason}") from None
-        yield doc
+            yield e
     if count == 0:
-        raise DocumentError(path, "JSONL file holds no records")
+        yield DocumentError(path, "JSONL file holds no records")
+
+
+def _jsonl_record(path: Path, line: str, lineno: int, default_id: str) -> Document:
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError) as e:
+        raise DocumentError(path, f"line {lineno}: not valid JSON ({e})") from None
+    if not isinstance(record, dict):
+        raise DocumentError(path, f"line {lineno}: a record must be a JSON object")
+    body = record.get("text")
+    if not isinstance(body, str):
+        raise DocumentError(path, f"line {lineno}: record has no 'text' string")
+    rid = record.get("id")
+    if rid is None or (isinstance(rid, str) and not rid.strip()):
+        rid = default_id
+    elif not isinstance(rid, (str, int)) or isinstance(rid, bool):
+        raise DocumentError(path, f"line {lineno}: 'id' must be a string or an integer")
+    metadata = record.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise DocumentError(path, f"line {lineno}: 'metadata' must be an object")
+    try:
+        return parse_document(body, doc_id=str(rid), path=str(path), metadata=metadata)
+    except DocumentError as e:
+        raise DocumentError(path, f"line {lineno} (id {rid!s}): {e.reason}") from None
 
 
 def _is_jsonl(path: Path) -> bool:
     return path.suffix.lower() in JSONL_SUFFIXES
 
 
-def _converted(path: Path) -> Iterator[Document]:
+def _converted(path: Path, doc_id: str | None) -> Iterator[Document]:
     for item in converters.convert(path, _read_bytes(path)):
         try:
-            yield parse_document(item.text, doc_id=item.doc_id or _doc_id(path), path=str(path), metadata=item.metadata)
+            yield parse_document(
+                item.text, doc_id=item.doc_id or doc_id or _doc_id(path), path=str(path), metadata=item.metadata
+            )
         except DocumentError as e:
             raise DocumentError(path, f"{item.where}: {e.reason}" if item.where else e.reason) from None
 
 
-def _iter_file(path: Path) -> Iterator[Document]:
+def read_file(path: Path, doc_id: str | None = None) -> Iterator[Document | DocumentError]:
+    """The documents of one file (one, or one per JSONL record), each bad JSONL record as its error.
+
+    Args:
+        path: the file.
+        doc_id: the id (the JSONL default-id prefix) to use instead of the file's stem.
+
+    Raises:
+        DocumentError: the file as a whole cannot be read (missing, binary, not UTF-8, empty...).
+    """
     if converters.handles(path):
-        yield from _converted(path)
+        yield from _converted(path, doc_id)
         return
     raw = _decode(_read_bytes(path), path)
+    base = doc_id or _doc_id(path)
     if _is_jsonl(path):
         _check_text(raw, str(path))
-        yield from _jsonl_records(path, raw)
+        yield from _jsonl_items(path, raw, base)
     else:
-        yield parse_document(raw, doc_id=_doc_id(path), path=str(path))
+        yield parse_document(raw, doc_id=base, path=str(path))
+
+
+def _iter_file(path: Path) -> Iterator[Document]:
+    for item in read_file(path):
+        if isinstance(item, DocumentError):
+            raise item
+        yield item
 
 
 def load_document(path: str | os.PathLike[str]) -> Document:
@@ -760,124 +790,10 @@ def load_document(path: str | os.PathLike[str]) -> Document:
 
 
 # ------------------------------------------------------------------------------------------- corpus
-def _hidden(name: str) -> bool:
-    return name.startswith(".")
+def __getattr__(name: str) -> Any:
+    # Reading many files moved to insights.corpus; these names stay importable from here.
+    if name in ("corpus_files", "iter_corpus", "load_corpus"):
+        from . import corpus
 
-
-def _walk(folder: Path) -> list[Path]:
-    found: list[Path] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not _hidden(d))
-        found.extend(Path(root, f) for f in files if not _hidden(f))
-    return sorted(found, key=lambda p: p.relative_to(folder).parts)
-
-
-def corpus_files(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[Path]:
-    """Expand files, folders and glob patterns into the list of files to read.
-
-    Folders are walked recursively in sorted order, skipping hidden files and folders (names starting
-    with ``.``); globs (``*``, ``?``, ``[``; ``**`` recurses) are sorted and skip hidden names; a file
-    named explicitly is always kept. A file reached twice is listed once.
-
-    Args:
-        paths: one path or pattern, or an iterable of them.
-
-    Returns:
-        The files, in order.
-
-    Raises:
-        DocumentError: a path that does not exist, or a pattern that matches nothing.
-    """
-    items: list[str | os.PathLike[str]]
-    if isinstance(paths, (str, os.PathLike)):
-        items = [paths]
-    else:
-        items = list(paths)
-    result: list[Path] = []
-    seen: set[str] = set()
-
-    def add(p: Path) -> None:
-        key = os.path.realpath(p)
-        if key not in seen:
-            seen.add(key)
-            result.append(p)
-
-    for item in items:
-        try:
-            p = Path(item)
-        except TypeError as e:
-            raise DocumentError(repr(item), "not a file path") from e
-        if p.is_dir():
-            for f in _walk(p):
-                add(f)
-        elif p.exists():
-            add(p)
-        elif any(c in str(item) for c in "*?["):
-            matches = sorted(glob.glob(os.fspath(item), recursive=True))
-            if not matches:
-                raise DocumentError(item, "no files match this pattern")
-            for match in matches:
-                mp = Path(match)
-                if mp.is_dir():
-                    for f in _walk(mp):
-                        add(f)
-                else:
-                    add(mp)
-        else:
-            raise DocumentError(item, "no such file or folder")
-    return result
-
-
-def iter_corpus(
-    paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
-    *,
-    on_error: Callable[[DocumentError], None] | None = None,
-) -> Iterator[Document]:
-    """Lazily read every document under ``paths`` (see :func:`corpus_files`); JSONL files give one
-    document per record.
-
-    Args:
-        paths: files, folders and glob patterns.
-        on_error: called with each :class:`DocumentError` instead of raising it; the bad file (or the
-            rest of a JSONL file from its bad line) is skipped and reading goes on.
-
-    Returns:
-        An iterator of documents, in file order.
-
-    Raises:
-        DocumentError: (without ``on_error``) the first file that cannot be read, and any document
-            whose id repeats an earlier one's.
-    """
-    seen: dict[str, str] = {}
-    for path in corpus_files(paths):
-        try:
-            for doc in _iter_file(path):
-                if doc.id in seen:
-                    raise DocumentError(path, f"duplicate document id {doc.id!r} (already read from {seen[doc.id]})")
-                seen[doc.id] = str(path)
-                yield doc
-        except DocumentError as e:
-            if on_error is None:
-                raise
-            on_error(e)
-
-
-def load_corpus(
-    paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
-    *,
-    on_error: Callable[[DocumentError], None] | None = None,
-) -> list[Document]:
-    """Read every document under ``paths`` into a list (see :func:`iter_corpus`).
-
-    Args:
-        paths: files, folders (recursive, sorted, hidden names skipped) and glob patterns.
-        on_error: called with each :class:`DocumentError` instead of raising it.
-
-    Returns:
-        The documents, in file order.
-
-    Raises:
-        DocumentError: (without ``on_error``) the first file that cannot be read, a path that does not
-            exist, or a repeated document id.
-    """
-    return list(iter_corpus(paths, on_error=on_error))
+        return getattr(corpus, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,7 +8,8 @@ wrapped with their cause on ``__cause__`` (``raise ... from e``)::
      ├── DocumentError          a file that cannot be read as a document (names the file)
      ├── CacheError             the cache file cannot be opened or written
      │    └── CacheMiss         offline mode and no cached answer for a request
-     ├── OutputError            the output files cannot be read or written
+     ├── OutputError            the output files cannot be used (locked by another run, unsafe paths)
+     │    └── OutputWriteError  the disk refused a write (full, I/O error): the run stops cleanly
      └── ModelError             a model call that did not give a usable answer
           ├── TransportError    connection reset, timeout, 429 or 5xx after every retry  (retryable)
           ├── RequestRejected   400 / 404 / 422: the request itself is wrong (unknown model, too long)
@@ -59,7 +60,15 @@ class CacheMiss(CacheError):
 
 
 class OutputError(InsightsError):
-    """The output, documents or errors file cannot be read or written."""
+    """The output, documents or errors file cannot be read or written, is held by another run, or holds
+    results this run must not mix with."""
+
+
+class OutputWriteError(OutputError):
+    """Writing an output file failed (disk full, I/O error, file too large, read-only file system).
+
+    What had been written of the failing record is removed again, so the files stay consistent: a
+    document is in the ledger only if its lines are in the output."""
 
 
 class ModelError(InsightsError):

@@ -6,41 +6,67 @@ A run with ``-o OUT.jsonl`` writes three files (the two sidecars are named after
                          :mod:`insights.ids`), ``kind``, the insight's fields, ``evidence`` (quote, start,
                          end, match, score, section), the document's ``title``, ``type``, ``year`` (an
                          integer, or null), first ``country``, every tag as ``metadata`` (lists of
-                         values, e-mail addresses redacted), and ``content_hash``, ``model``,
-                         ``prompt_version``. See :class:`insights.schema.InsightRecord`.
-``OUT.documents.jsonl``  one line per finished document: its counts, ``rejected`` insights with reasons,
-                         and ``provenance``. It is also the run's ledger: a document is done when its
-                         line is here.
-``OUT.errors.jsonl``     one line per document that failed in the latest run: ``document_id``, ``path``,
-                         ``error_type``, ``message``, ``attempts``, ``retryable``, ``status``,
-                         ``last_output`` (truncated).
+                         values, e-mail addresses redacted), ``source`` (the file's path relative to the
+                         input it was found under; see :mod:`insights.corpus`), and ``content_hash``,
+                         ``model``, ``prompt_version``. See :class:`insights.schema.InsightRecord`.
+``OUT.documents.jsonl``  one line per finished document: its ``counts``, ``rejected`` insights with
+                         reasons, and ``provenance``. It is also the run's ledger: a document is done when
+                         its line is here.
+``OUT.errors.jsonl``     one line per document (or unreadable file) whose latest attempt failed and that
+                         is not done: ``document_id``, ``path``, ``source``, ``error_type``, ``message``,
+                         ``attempts``, ``retryable``, ``status``, ``last_output`` (truncated), ``time``.
 
-Crash safety: a document's insight lines are written in one ``write``, flushed and fsynced, and only
-then its ledger line. On the next run (unless ``overwrite``) :meth:`OutputWriter.resume` keeps exactly
-the lines of documents in the ledger whose content hash, prompt version and model are unchanged, drops
-everything else (a torn last line, lines of a document killed before its ledger line, stale results
-of an edited document), and reports those documents as done so they are skipped. A document therefore
-appears exactly once however often a run is killed.
+One run at a time: :meth:`OutputWriter.resume` first takes the lock ``OUT.jsonl.lock``
+(:mod:`insights.lock`) and holds it until :meth:`OutputWriter.close`; a second run on the same output
+stops at once with an :class:`~insights.errors.OutputError` naming the holder.
+
+One model and prompt version per output: if the ledger holds results of another model or prompt version
+than this run's, :meth:`~OutputWriter.resume` refuses (``OutputError``) before anything is changed or
+asked; ``overwrite`` starts over instead. A document whose content changed is simply redone.
+
+Crash safety: a document's insight lines are written in one ``write`` and fsynced, and only then its
+ledger line (also fsynced). If either write fails (a full disk, an I/O error), both files are cut back
+to where they were and :class:`~insights.errors.OutputWriteError` is raised: a document is in the ledger
+only if its lines are in the output. Files that are rewritten (on resume, and the errors file at the end)
+are written to a temporary file, fsynced, and renamed over the old one: a kill or a full disk at any
+moment leaves either the old file or the new one, never an empty or half one.
+
+Resume (unless ``overwrite``) keeps exactly one copy of the lines of each document in the ledger whose
+content hash, prompt version and model are unchanged, and reports those documents as done. It drops a
+torn last line, lines without a ledger line (a kill between the two writes), and stale results of an
+edited document. It also repairs files that older versions could leave when two runs shared an output:
+a ledger line repeated is kept once; a document whose lines appear several times over (identical
+copies) is kept once; a document whose lines do not match its ledger line's counts (missing lines, or
+copies that differ) loses both and is redone. So each document's lines are there exactly once.
+
+The errors file is never emptied before its replacement is safely written: resume keeps the records of
+documents that are not done, this run appends its own failures as they happen, and closing rewrites it
+atomically with the latest record per document, without the documents done by then.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+from .corpus import LoadFailure, picks_up
 from .documents import Document, redact_emails
-from .errors import InsightsError, ModelError, OutputError
+from .errors import DocumentError, InsightsError, ModelError, OutputError, OutputWriteError
 from .ids import insight_id
+from .lock import OutputLock, lock_path
 from .schema import DocumentInsights, InsightRecord
 
 #: What makes a finished result reusable: (document id, content hash, prompt version, model).
 ResultKey = tuple[str, str, str, str]
 MAX_LAST_OUTPUT = 2_000
+_KINDS = ("barrier", "enabler", "champion", "failed_experiment")
 
 
 def sidecar(out: Path, name: str) -> Path:
@@ -64,6 +90,7 @@ def insight_records(document: Document, result: DocumentInsights) -> list[dict[s
         "year": int(year) if year.isdigit() else None,
         "country": document.meta("country"),
         "metadata": {k: [redact_emails(v) for v in values] for k, values in document.metadata.items()},
+        "source": document.source,
         "content_hash": document.content_hash,
         "model": result.provenance.model,
         "prompt_version": result.provenance.prompt_version,
@@ -84,6 +111,7 @@ def document_record(document: Document, result: DocumentInsights) -> dict[str, A
         "document_id": result.document_id,
         "title": document.title,
         "path": document.path,
+        "source": document.source,
         "content_hash": document.content_hash,
         "model": result.provenance.model,
         "prompt_version": result.provenance.prompt_version,
@@ -99,13 +127,17 @@ def document_record(document: Document, result: DocumentInsights) -> dict[str, A
     }
 
 
-def error_record(document: Document | None, error: BaseException, *, document_id: str = "") -> dict[str, Any]:
-    """The errors-file line for one failed document."""
+def error_record(
+    document: Document | None, error: BaseException, *, document_id: str = "", source: str | None = None
+) -> dict[str, Any]:
+    """The errors-file line for one failed document (or, with ``document=None``, an unreadable file)."""
     model_error = error if isinstance(error, ModelError) else None
     last = getattr(model_error, "last_output", None)
+    path = document.path if document else (error.path if isinstance(error, DocumentError) else None)
     return {
         "document_id": document.id if document else document_id,
-        "path": document.path if document else None,
+        "path": path,
+        "source": document.source if document else source,
         "error_type": type(error).__name__,
         "message": str(error),
         "attempts": getattr(model_error, "attempts", 1),
@@ -119,10 +151,10 @@ def error_record(document: Document | None, error: BaseException, *, document_id
 def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """Every JSON object line of a file, skipping a torn or invalid line (as a kill leaves)."""
     try:
-        with open(path, encoding="utf-8") as fp:
+        with open(path, "rb") as fp:
             for line in fp:
                 try:
-                    value = json.loads(line)
+                    value = json.loads(line)  # a line torn inside a UTF-8 character fails here too
                 except ValueError:
                     continue
                 if isinstance(value, dict):
@@ -149,134 +181,361 @@ def _key_of(line: dict[str, Any]) -> ResultKey:
     )
 
 
+def _expected_lines(ledger_line: dict[str, Any]) -> int | None:
+    """How many insight lines a ledger line says its document has (``None``: it does not say)."""
+    counts = ledger_line.get("counts")
+    if not isinstance(counts, dict) or not all(isinstance(counts.get(k), int) for k in _KINDS):
+        return None
+    return sum(int(counts[k]) for k in _KINDS)
+
+
+def _one_copy(lines: list[dict[str, Any]], copies: int) -> list[dict[str, Any]] | None:
+    """``lines`` without repeats if they are ``copies`` identical copies of one set, else ``None``."""
+    canon = [json.dumps(x, sort_keys=True, ensure_ascii=False) for x in lines]
+    wanted = Counter(canon)
+    if any(n % copies for n in wanted.values()):
+        return None
+    left = {k: n // copies for k, n in wanted.items()}
+    kept = []
+    for line, key in zip(lines, canon, strict=True):
+        if left[key]:
+            left[key] -= 1
+            kept.append(line)
+    return kept
+
+
+def _dumps(lines: Iterable[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines).encode("utf-8")
+
+
+def _why(exc: OSError) -> str:
+    return f"{exc.strerror or exc} (errno {exc.errno})" if exc.errno else str(exc)
+
+
+def _error_key(record: dict[str, Any]) -> tuple[str, str]:
+    return (str(record.get("document_id", "")), str(record.get("path", "")))
+
+
 @dataclass
 class OutputWriter:
     """Appends results to ``out`` and its sidecars; see the module docstring for the guarantees.
 
-    ``out`` may be ``None`` to write insight lines to ``stream`` instead (no resume, no sidecars unless
-    ``errors`` is given).
+    Call :meth:`resume` first (it takes the lock and prepares the files), then :meth:`write`,
+    :meth:`write_error` and :meth:`write_failure` per document, and :meth:`close` at the end (``with``
+    does it).
+
+    ``out`` may be ``None`` to write insight lines to ``stream`` instead (no resume, no ledger; the
+    errors file, if ``errors`` is given, is locked and kept as described).
+
+    Attributes:
+        repairs: what :meth:`resume` repaired, one sentence each (empty when nothing was wrong).
     """
 
     out: Path | None
     errors: Path | None = None
     documents: Path | None = None
     stream: IO[str] | None = None
+    repairs: list[str] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         if self.out is not None:
             self.out = Path(self.out)
             self.errors = Path(self.errors) if self.errors else sidecar(self.out, "errors")
             self.documents = Path(self.documents) if self.documents else sidecar(self.out, "documents")
-        self._files: dict[str, IO[str]] = {}
+        elif self.errors is not None:
+            self.errors = Path(self.errors)
+        self._fds: dict[Path, int] = {}
+        self._lock: OutputLock | None = None
+        self._written: set[tuple[str, str]] = set()
+        self._started = False  # resume() succeeded: close() may compact the errors file
+
+    def files(self) -> list[Path]:
+        """Every file this writer may create: the output, its sidecars, the lock and temporary files."""
+        main = [p for p in (self.out, self.documents, self.errors) if p is not None]
+        extra = [p.with_name(p.name + ".tmp") for p in main]
+        target = self.out or self.errors
+        return main + extra + ([lock_path(target)] if target is not None else [])
+
+    def refuse_unsafe_paths(self, inputs: Iterable[str | os.PathLike[str]]) -> None:
+        """Refuse, before any file is created, paths under which records would be lost.
+
+        Args:
+            inputs: the run's inputs (files, folders, globs), as given to :func:`insights.corpus.scan_corpus`.
+
+        Raises:
+            OutputError: the errors file is the output or one of its sidecars (each run would overwrite
+                the other's records), or a file of this writer would be read as a document by a rerun
+                (inside an input folder, matched by an input glob, or an input file itself).
+        """
+        if self.errors is not None and self.out is not None:
+            errors = os.path.realpath(self.errors)
+            assert self.documents is not None
+            mine = (self.out, self.documents)
+            for other in [*mine, lock_path(self.out), *(p.with_name(p.name + ".tmp") for p in mine)]:
+                if os.path.realpath(other) == errors:
+                    raise OutputError(
+                        f"--errors {self.errors} is the same file as {other}, which the run also writes: "
+                        f"give the errors file its own name (by default it is {sidecar(self.out, 'errors')})"
+                    )
+        for path in self.files():
+            found = picks_up(inputs, path)
+            if found is not None:
+                raise OutputError(
+                    f"{path} would be read as input: it is under the input {found!r}, so a rerun would take "
+                    "the output for a document. Write the output outside the input folders (or name the "
+                    "inputs more narrowly)."
+                )
 
     # ----------------------------------------------------------------------------------------- resume
     def resume(self, documents: Iterable[Document], model: str, prompt_version: str, *, overwrite: bool) -> set[str]:
-        """Prepare the files for a run and return the ids of documents already done.
+        """Lock the output, prepare the files for a run, and return the ids of documents already done.
 
         Args:
             documents: the run's inputs.
             model, prompt_version: what this run would produce results with.
             overwrite: start over, emptying every file.
+
+        Raises:
+            OutputError: another run holds the output; or the output holds results of another model or
+                prompt version (and not ``overwrite``).
+            OutputWriteError: a file could not be rewritten (the old one is left as it was).
         """
+        done = self._resume(documents, model, prompt_version, overwrite=overwrite)
+        self._started = True
+        return done
+
+    def _resume(self, documents: Iterable[Document], model: str, prompt_version: str, *, overwrite: bool) -> set[str]:
+        target = self.out or self.errors
+        if target is None:
+            return set()
+        for path in (self.out, self.documents, self.errors):
+            if path is not None and not path.parent.exists():
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise OutputWriteError(f"{path.parent}: cannot create the folder: {_why(exc)}") from exc
+        self._lock = OutputLock(target)
+        self._lock.acquire()
         if self.out is None:
             return set()
-        assert self.documents is not None
-        for path in (self.out, self.documents, self.errors):
-            if path is not None and path.parent and not path.parent.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-        wanted = {d.id: result_key(d, model, prompt_version) for d in documents}
+        assert self.documents is not None and self.errors is not None
         if overwrite:
-            for path in (self.out, self.documents):
+            for path in (self.out, self.documents, self.errors):
                 self._rewrite(path, [])
             return set()
+        ledger_lines = list(read_jsonl(self.documents))
+        self._refuse_other_results(ledger_lines, model, prompt_version)
+        wanted = {d.id: result_key(d, model, prompt_version) for d in documents}
         ledger: dict[ResultKey, dict[str, Any]] = {}
-        for line in read_jsonl(self.documents):
+        repeated = 0
+        for line in ledger_lines:
             key = _key_of(line)
-            # A finished result stays unless this run has the same document with other content/prompt/model.
-            if key[0] not in wanted or wanted[key[0]] == key:
-                ledger.setdefault(key, line)
-        keep_lines = [line for line in read_jsonl(self.out) if _key_of(line) in ledger]
-        self._rewrite_if_changed(self.out, keep_lines)
+            # A finished result stays unless this run has the same document with other content.
+            if key[0] in wanted and wanted[key[0]] != key:
+                continue
+            repeated += key in ledger
+            ledger.setdefault(key, line)
+        lines: dict[ResultKey, list[dict[str, Any]]] = {}
+        for line in read_jsonl(self.out):
+            if _key_of(line) in ledger:
+                lines.setdefault(_key_of(line), []).append(line)
+        kept = self._repair(ledger, lines)
+        if repeated:
+            self.repairs.append(f"{repeated} repeated ledger line(s) kept once")
+        self._rewrite_if_changed(self.out, [line for key in ledger for line in kept.get(key, [])])
         self._rewrite_if_changed(self.documents, list(ledger.values()))
+        done = {key[0] for key in ledger}
+        previous = self._latest_errors()
+        self._rewrite_if_changed(self.errors, [r for r in previous if str(r.get("document_id", "")) not in done])
         return {key[0] for key in ledger if key[0] in wanted}
 
+    def _refuse_other_results(self, ledger_lines: list[dict[str, Any]], model: str, prompt_version: str) -> None:
+        others = Counter(
+            (str(line.get("model", "")), str(line.get("prompt_version", "")))
+            for line in ledger_lines
+            if (line.get("model"), line.get("prompt_version")) != (model, prompt_version)
+        )
+        if not others:
+            return
+        (old_model, old_prompt), _ = others.most_common(1)[0]
+        raise OutputError(
+            f"{self.out} holds results of model {old_model!r} with prompt version {old_prompt!r} "
+            f"({sum(others.values())} document(s)); this run uses model {model!r} with prompt version "
+            f"{prompt_version!r}. One output holds one model's results: run again with --overwrite to replace "
+            "them, or write to another -o."
+        )
+
+    def _repair(
+        self, ledger: dict[ResultKey, dict[str, Any]], lines: dict[ResultKey, list[dict[str, Any]]]
+    ) -> dict[ResultKey, list[dict[str, Any]]]:
+        """Each ledger entry's lines exactly once; entries whose lines cannot be made to match are removed."""
+        kept: dict[ResultKey, list[dict[str, Any]]] = {}
+        doubled, redone = [], []
+        for key, entry in list(ledger.items()):
+            found = lines.get(key, [])
+            n = _expected_lines(entry)
+            if n is None or len(found) == n:
+                kept[key] = found
+                continue
+            single = _one_copy(found, len(found) // n) if n and found and len(found) % n == 0 else None
+            if single is not None:
+                kept[key] = single
+                doubled.append(key[0])
+            else:
+                del ledger[key]
+                redone.append(key[0])
+        if doubled:
+            self.repairs.append(f"{len(doubled)} document(s) whose lines were there several times kept once")
+        if redone:
+            self.repairs.append(
+                f"{len(redone)} document(s) whose lines did not match the ledger (missing, or differing copies) "
+                f"dropped and to be redone: {', '.join(redone[:5])}{' ...' if len(redone) > 5 else ''}"
+            )
+        return kept
+
+    def _latest_errors(self) -> list[dict[str, Any]]:
+        """The errors file's records, the latest one per document (and path), in order of first failure."""
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        if self.errors is not None:
+            for record in read_jsonl(self.errors):
+                latest[_error_key(record)] = record
+        return list(latest.values())
+
     def _rewrite_if_changed(self, path: Path, lines: list[dict[str, Any]]) -> None:
-        body = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+        body = _dumps(lines)
         try:
-            current = path.read_text(encoding="utf-8") if path.exists() else ""
-        except (OSError, UnicodeDecodeError) as exc:
-            raise OutputError(f"{path}: cannot read: {exc}") from exc
-        if current != body or not path.exists():  # an empty run still leaves an (empty) output
+            current = path.read_bytes() if path.exists() else None
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot read: {_why(exc)}") from exc
+        if current != body:  # an empty run still leaves an (empty) output
             self._rewrite(path, lines, body)
 
-    def _rewrite(self, path: Path, lines: list[dict[str, Any]], body: str | None = None) -> None:
-        body = body if body is not None else "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines)
+    def _rewrite(self, path: Path, lines: list[dict[str, Any]], body: bytes | None = None) -> None:
+        """Replace ``path`` atomically: a temporary file, fsynced, renamed over it."""
+        body = body if body is not None else _dumps(lines)
         tmp = path.with_name(path.name + ".tmp")
         try:
-            with open(tmp, "w", encoding="utf-8") as fp:
+            with open(tmp, "wb") as fp:
                 fp.write(body)
                 fp.flush()
                 os.fsync(fp.fileno())
             os.replace(tmp, path)
         except OSError as exc:
-            raise OutputError(f"{path}: cannot write: {exc}") from exc
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise OutputWriteError(f"cannot write {path}: {_why(exc)}") from exc
+        _sync_folder(path.parent)
 
     # ----------------------------------------------------------------------------------------- writes
-    def _file(self, name: str, path: Path | None, mode: str = "a") -> IO[str] | None:
-        if path is None:
-            return None
-        if name not in self._files:
+    def _fd(self, path: Path) -> int:
+        if path not in self._fds:
+            if self._lock is None or not self._lock.held:
+                raise OutputError(f"{path}: call resume() before writing (it takes the output's lock)")
             try:
-                self._files[name] = open(path, mode, encoding="utf-8")
+                self._fds[path] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             except OSError as exc:
-                raise OutputError(f"{path}: cannot open for writing: {exc}") from exc
-        return self._files[name]
+                raise OutputWriteError(f"cannot open {path} for writing: {_why(exc)}") from exc
+        return self._fds[path]
 
-    @staticmethod
-    def _append(fp: IO[str], lines: list[dict[str, Any]], *, sync: bool) -> None:
-        if not lines:
-            return
+    def _append(self, path: Path, data: bytes) -> int:
+        """Append ``data`` and fsync; on failure cut the file back and raise. Returns the old size."""
+        fd = self._fd(path)
+        start = os.lseek(fd, 0, os.SEEK_END)
         try:
-            fp.write("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
-            fp.flush()
-            if sync:
-                os.fsync(fp.fileno())
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
         except OSError as exc:
-            raise OutputError(f"{getattr(fp, 'name', 'output')}: cannot write: {exc}") from exc
-
-    def start_errors(self) -> None:
-        """Empty the errors file: it lists the failures of the latest run only."""
-        if self.errors is not None:
-            self._file("errors", self.errors, "w")
+            _cut(fd, start)
+            raise OutputWriteError(f"cannot write {path}: {_why(exc)}") from exc
+        return start
 
     def write(self, document: Document, result: DocumentInsights) -> int:
-        """Write one document's insight lines, then its ledger line; return the number of insight lines."""
+        """Write one document's insight lines, then its ledger line; return the number of insight lines.
+
+        Raises:
+            OutputWriteError: the disk refused; neither file keeps any part of this document.
+        """
         lines = insight_records(document, result)
         if self.out is None:
-            if self.stream is not None:
-                self._append(self.stream, lines, sync=False)
+            if self.stream is not None and lines:
+                self.stream.write(_dumps(lines).decode("utf-8"))
+                self.stream.flush()
+            self._written.add((document.id, str(document.path)))
             return len(lines)
-        out = self._file("out", self.out)
-        ledger = self._file("documents", self.documents)
-        assert out is not None and ledger is not None
-        self._append(out, lines, sync=True)
-        self._append(ledger, [document_record(document, result)], sync=True)
+        assert self.documents is not None
+        start = self._append(self.out, _dumps(lines)) if lines else None
+        try:
+            self._append(self.documents, _dumps([document_record(document, result)]))
+        except OutputWriteError:
+            if start is not None:
+                _cut(self._fds[self.out], start)
+            raise
+        self._written.add((document.id, str(document.path)))
         return len(lines)
 
     def write_error(self, document: Document | None, error: BaseException, *, document_id: str = "") -> None:
         """Record one failed document in the errors file."""
-        fp = self._file("errors", self.errors)
-        if fp is not None:
-            self._append(fp, [error_record(document, error, document_id=document_id)], sync=True)
+        if self.errors is not None:
+            self._append(self.errors, _dumps([error_record(document, error, document_id=document_id)]))
+
+    def write_failure(self, failure: LoadFailure) -> None:
+        """Record one file that could not be read in the errors file."""
+        if self.errors is not None:
+            record = error_record(None, failure.error, document_id=failure.document_id, source=failure.source)
+            self._append(self.errors, _dumps([record]))
 
     def close(self) -> None:
-        """Close every file."""
-        for fp in self._files.values():
-            fp.close()
-        self._files.clear()
+        """Close every file, compact the errors file, and release the lock.
+
+        The errors file is rewritten (atomically) with the latest record per document, without the
+        documents written by this run. If that fails (a full disk), it is left as it was: still valid,
+        and compacted by the next run.
+        """
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        try:
+            if self._started and self.errors is not None and self.errors.exists():
+                done = self._written
+                records = [r for r in self._latest_errors() if _error_key(r) not in done]
+                self._rewrite_if_changed(self.errors, records)
+        except OutputError:
+            pass
+        finally:
+            self._started = False
+            if self._lock is not None:
+                self._lock.release()
 
     def __enter__(self) -> OutputWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _cut(fd: int, size: int) -> None:
+    """Truncate back to ``size`` (what a failed append had added); best effort, it needs no space."""
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        pass
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename durable (POSIX); not possible, nor needed, on Windows."""
+    if sys.platform == "win32":  # pragma: no cover
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -264,6 +264,9 @@ class InsightRecord(BaseModel):
     metadata: dict[str, list[str]] = Field(
         default_factory=dict, description="Every [[key:value]] tag of the document, values in order."
     )
+    source: str | None = Field(
+        None, description="The document's file, relative to the input it was found under (see insights.corpus)."
+    )
     content_hash: str = Field(default="", description=_CONTENT_HASH)
     model: str = Field(default="", description="The model that answered.")
     prompt_version: str = Field(default="", description="Hash of the prompt files the answer was asked with.")
@@ -292,6 +295,9 @@ class LedgerRecord(BaseModel):
     document_id: str = Field(description=_DOCUMENT_ID)
     title: str = Field(default="", description="The document's title.")
     path: str | None = Field(default=None, description="The file the document was read from, if any.")
+    source: str | None = Field(
+        default=None, description="The document's file, relative to the input it was found under (see insights.corpus)."
+    )
     content_hash: str = Field(default="", description=_CONTENT_HASH)
     model: str = Field(default="", description="The model that answered.")
     prompt_version: str = Field(default="", description="Hash of the prompt files the answer was asked with.")
@@ -310,6 +316,9 @@ class ErrorRecord(BaseModel):
 
     document_id: str = Field(description=_DOCUMENT_ID)
     path: str | None = Field(default=None, description="The file the document was read from, if any.")
+    source: str | None = Field(
+        default=None, description="The document's file, relative to the input it was found under (see insights.corpus)."
+    )
     error_type: str = Field(description="The exception's class name (see insights/errors.py).")
     message: str = Field(description="What went wrong.")
     attempts: int = Field(default=1, description="HTTP attempts made for the failing call.")

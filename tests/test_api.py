@@ -15,7 +15,7 @@ EXPECTED = {
     "InsightsError", "InvalidOutput", "ModelClient", "ModelError", "Outcome", "OutputError", "OutputRejected",
     "OutputWriter", "Provenance", "QuotaExceeded", "RateLimiter", "Rejected", "RequestRejected", "Section",
     "Settings", "TransportError", "__version__", "extract", "extract_many", "load_corpus", "load_document",
-    "parse_document", "read_records", "resolve_settings", "export", "to_dataframe",
+    "parse_document", "read_records", "resolve_settings", "export", "scan_corpus", "to_dataframe",
 }  # fmt: skip
 
 

@@ -636,10 +636,12 @@ def test_iter_corpus_is_lazy_and_on_error(tmp_path: Path) -> None:
     assert len(errors) == 1 and errors[0].path.endswith("broken.md")
 
 
-def test_duplicate_ids_rejected(tmp_path: Path) -> None:
+def test_files_sharing_a_stem_get_their_names_as_ids_and_repeated_record_ids_are_rejected(tmp_path: Path) -> None:
     write(tmp_path, "x.md", "# one\n\nbody")
     write(tmp_path, "x.txt", "# two\n\nbody")
-    with pytest.raises(DocumentError, match="duplicate document id 'x'"):
+    assert [d.id for d in load_corpus(tmp_path)] == ["x.md", "x.txt"]  # the rule: insights/corpus.py
+    write(tmp_path, "y.jsonl", json.dumps({"id": "x.md", "text": "# three\n\nbody"}))
+    with pytest.raises(DocumentError, match="duplicate document id 'x.md'"):
         load_corpus(tmp_path)
 
 

@@ -204,7 +204,7 @@ def srv() -> Iterator[ReferenceServer]:
 
 @pytest.fixture(scope="module")
 def seeds() -> list[insights.Document]:
-    return load_corpus(SEED_FILES)
+    return load_corpus(SEEDS_DIR)  # sources are the file names, as for a run over a copy of the folder
 
 
 @pytest.fixture(scope="module")
@@ -868,7 +868,9 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("name", sorted(BAD_INPUTS))
-def test_bad_input_is_refused_naming_the_file_before_any_request(srv, cli_env, tmp_path, capsys, name):
+def test_bad_input_is_recorded_naming_the_file_and_the_rest_is_processed(
+    srv, cli_env, seeds, seed_results, tmp_path, capsys, name
+):
     data, why = BAD_INPUTS[name]
     folder = tmp_path / "docs"
     folder.mkdir()
@@ -880,15 +882,22 @@ def test_bad_input_is_refused_naming_the_file_before_any_request(srv, cli_env, t
     assert info.value.path == str(bad) and why.lower() in info.value.reason.lower()
 
     out = Out(tmp_path / "out.jsonl")
-    assert run_cli(bad, "-o", out.out) == 2
+    assert run_cli(bad, "-o", out.out) == 1  # alone: recorded, nothing asked
     assert str(bad) in capsys.readouterr().err
-    # Among good documents the run is refused as a whole, before any request.
+    assert srv.count == 0 and out.lines() == [] and out.ledger_ids() == []
+    [record] = out.error_records()
+    assert (record["document_id"], record["path"], record["error_type"]) == (bad.stem, str(bad), "DocumentError")
+    assert why.lower() in record["message"].lower() and record["retryable"] is False
+    # Among good documents, the good ones are processed and the bad file is recorded once.
     for seed in SEED_FILES[:2]:
         shutil.copy(seed, folder / seed.name)
-    assert run_cli(folder, "-o", out.out) == 2
+    assert run_cli(folder, "-o", out.out) == 1
     assert str(bad) in capsys.readouterr().err
-    assert srv.count == 0
-    assert not out.out.exists() and not out.documents.exists()
+    good = [d for d in seeds if d.id in {p.stem for p in SEED_FILES[:2]}]
+    assert sorted(out.ledger_ids()) == sorted(d.id for d in good)
+    assert multiset(out.lines()) == expected_lines(good, seed_results)
+    assert [(r["document_id"], r["source"]) for r in out.error_records()] == [(bad.stem, name)]
+    assert Counter(r["doc_id"] for r in srv.requests) == Counter({d.id: 1 for d in good})
 
 
 ODD_INPUTS = {
