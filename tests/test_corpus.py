@@ -39,7 +39,7 @@ def test_every_unreadable_file_is_listed_with_its_reason_and_the_rest_is_read(tm
     failures = {f.source: f for f in corpus.failures}
     assert sorted(failures) == ["c.jsonl", "empty.md", "report.pdf", "sub/latin1.txt"]
     assert failures["empty.md"].error.reason == "empty file"
-    assert "binary file (a PDF)" in failures["report.pdf"].error.reason
+    assert "cannot read this PDF file" in failures["report.pdf"].error.reason  # a broken PDF (converters)
     assert "not UTF-8" in failures["sub/latin1.txt"].error.reason
     jsonl = failures["c.jsonl"]  # one failure for the file, naming each bad line
     assert jsonl.document_id == "c" and "2 records" in jsonl.error.reason
