@@ -33,9 +33,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from .documents import Document
-from .documents import redact_emails
-from .errors import InsightsError, ModelError, OutputError
+from .documents import Document, redact_emails
+from .errors import InsightsError, ModelError, OutputError, scrub
 from .ids import insight_id
 from .schema import DocumentInsights, InsightRecord
 
@@ -108,11 +107,11 @@ def error_record(document: Document | None, error: BaseException, *, document_id
         "document_id": document.id if document else document_id,
         "path": document.path if document else None,
         "error_type": type(error).__name__,
-        "message": str(error),
+        "message": scrub(str(error)),
         "attempts": getattr(model_error, "attempts", 1),
         "status": getattr(model_error, "status", None),
         "retryable": bool(getattr(error, "retryable", not isinstance(error, InsightsError))),
-        "last_output": last[:MAX_LAST_OUTPUT] if isinstance(last, str) else None,
+        "last_output": scrub(last)[:MAX_LAST_OUTPUT] if isinstance(last, str) else None,
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

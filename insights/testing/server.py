@@ -835,7 +835,7 @@ class ReferenceServer:
             # A proxy that repeats the credentials it refused: the client must not store or show them.
             auth = headers.get("authorization", "")
             secret = auth.split(" ", 1)[-1]
-            echoed = f"Invalid credentials in header 'Authorization: {auth}'; the key {secret} was rejected by the proxy."
+            echoed = f"Invalid credentials in header 'Authorization: {auth}'; the proxy rejected the key {secret}."
             refusal = {"error": {"message": echoed, "type": "invalid_request_error", "param": auth, "code": None}}
             handler.send_json(int(action[:3]), _dumps(refusal).encode(), extra)
             return
