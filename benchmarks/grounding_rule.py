@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
     print(
         f"previous rule: {low_before} of {fuzzy_before} fuzzy passages score below {FUZZY_THRESHOLD:g} "
-        " against the quote"
+        "against the quote"
     )
     print("rule now: every fuzzy passage scores at least that against the quote (the score is the passage's)")
     print()
