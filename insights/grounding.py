@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import re
 import unicodedata
 from collections import Counter
@@ -151,8 +152,9 @@ def _has_digit(word: str) -> bool:
     return any(c.isdigit() for c in word)
 
 
+@functools.lru_cache(maxsize=8192)
 def _canonical(token: str) -> str:
-    """A negation or number word as such, also when misspelt by one letter (``wihtout``, ``seond``)."""
+    """A negation or number word as such, also when misspelt by one letter (``wihtout``, ``thousnd``)."""
     if len(token) < 6 or token in _MARKED:
         return token
     for word in _LONG_MARKED:
