@@ -62,7 +62,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable, Mapping, TextIO, TypeVar
 
-from .errors import CacheError
+from .errors import CacheError, scrub
 
 __all__ = [
     "KEY_VERSION",
@@ -593,7 +593,7 @@ class Cache:
             float(record.latency_s),
             None if record.cost_usd is None else float(record.cost_usd),
             record.status,
-            record.error,
+            scrub(record.error),  # an endpoint may echo the key in its error body
         )
         self._write(
             lambda conn: conn.execute(

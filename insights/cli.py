@@ -27,7 +27,7 @@ from .cache import Cache
 from .client import ModelClient
 from .config import Settings, resolve_settings
 from .corpus import LoadFailure, load_corpus, scan_corpus
-from .errors import CacheError, ConfigError, DocumentError, InsightsError, OutputError, OutputWriteError
+from .errors import CacheError, ConfigError, DocumentError, InsightsError, OutputError, OutputWriteError, scrub
 from .output import OutputWriter
 from .prompts import load_prompts
 
@@ -41,7 +41,15 @@ REPLAY_NOTICE = (
 
 
 def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(scrub(message), file=sys.stderr, flush=True)
+
+
+class _ScrubSecrets(logging.Filter):
+    """Removes keys and credentials from every log line the command prints (see :func:`errors.scrub`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = scrub(record.getMessage()), None
+        return True
 
 
 # ------------------------------------------------------------------------------------------- extract
@@ -119,7 +127,7 @@ class _Progress:
             rejected = len(outcome.result.rejected)
             note = f"{doc}: {lines} insights{', %d rejected' % rejected if rejected else ''}{cached}"
         else:
-            note = f"{doc}: FAILED {type(outcome.error).__name__}: {outcome.error}"
+            note = scrub(f"{doc}: FAILED {type(outcome.error).__name__}: {outcome.error}")
         if self._bar is not None:
             self._bar.update(self._task, advance=1, last=note[:60])
             if outcome.error is not None:
@@ -494,6 +502,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_ScrubSecrets())
     if not args.verbose:
         # instructor logs every failed attempt at ERROR; the outcome is reported once, by us.
         logging.getLogger("instructor").setLevel(logging.CRITICAL)

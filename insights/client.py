@@ -53,6 +53,7 @@ from .errors import (
     QuotaExceeded,
     RequestRejected,
     TransportError,
+    register_secret,
 )
 from .pricing import Price, cost, load_prices
 from .schema import SCHEMA_VERSION
@@ -231,6 +232,7 @@ class ModelClient:
         before_request: Callable[[int], None] | None = None,
     ) -> None:
         self.settings = settings or resolve_settings()
+        register_secret(self.settings.api_key)  # never stored or shown, even if an endpoint echoes it
         if openai_client is None and not (self.settings.offline or self.settings.api_key or self.settings.base_url):
             raise ConfigError(
                 "no OPENAI_API_KEY is set and no OPENAI_BASE_URL / --base-url points at a local endpoint; "
@@ -254,6 +256,7 @@ class ModelClient:
                 raise ConfigError(
                     f"client must be an openai.OpenAI or insights.ModelClient, not {type(openai_client).__name__}"
                 )
+            register_secret(openai_client.api_key)
             self._openai = openai_client.with_options(max_retries=0)
             self.endpoint = urlparse(str(openai_client.base_url)).netloc
         else:

@@ -30,8 +30,9 @@ headings, ``> question`` lines followed by their answers, plus leftovers of the 
   (Chinese, Japanese, Thai…) are kept; only ASCII runs of 200+ inside them are removed;
 * a markdown link ``[label](url)`` becomes its cleaned ``label`` (the bare ``url`` if the label cleans
   to nothing); ``<https://…>`` autolinks become the bare URL; bare URLs stay;
-* e-mail addresses become ``[email]`` (they stay in ``metadata``); markdown backslash escapes
-  (``\\.``) are unescaped; C0 control characters are dropped; CRLF/CR become LF.
+* markdown backslash escapes (``\\.``) are unescaped; then e-mail addresses become ``[email]`` (they
+  stay in ``metadata``), also when written with ``\\@``, ``&#64;``, a fullwidth ``＠`` or zero-width
+  characters inside (see :func:`redact_emails`); C0 control characters are dropped; CRLF/CR become LF.
 
 Everything else is kept character for character: prose that had no markup, entities, tabs or double
 spaces in the raw file is found verbatim in ``text`` (curly quotes, accents, CJK, RTL included). Markdown
@@ -64,6 +65,7 @@ import html
 import json
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -256,8 +258,32 @@ _BINARY_MAGIC = (
 
 # ------------------------------------------------------------------------------------------ cleaning
 def redact_emails(value: str) -> str:
-    """Replace e-mail addresses with ``[email]``, as in ``Document.text`` (for metadata sent to a model)."""
-    return _EMAIL.sub("[email]", value) if "@" in value else value
+    """Replace e-mail addresses with ``[email]``, as in ``Document.text`` (for metadata sent to a model).
+
+    Addresses are found in the string as a reader sees it: each character NFKC-folded (``＠`` is ``@``,
+    fullwidth letters are letters), invisible format characters (zero-width spaces and joiners, soft
+    hyphens, BOM) and markdown backslashes (``maria\\@undp.org``) ignored. What is replaced is the
+    original span, those characters included; everything else is kept as it was.
+    """
+    if "@" not in value and "\uff20" not in value and "\ufe6b" not in value:  # what NFKC folds to "@"
+        return value
+    if value.isascii() and "\\" not in value:
+        return _EMAIL.sub("[email]", value)
+    seen: list[str] = []
+    where: list[int] = []  # offset in value of each character of seen
+    for i, ch in enumerate(value):
+        if ch == "\\" and _MD_ESCAPE.match(value, i) or unicodedata.category(ch) == "Cf":
+            continue
+        for folded in unicodedata.normalize("NFKC", ch) if not ch.isascii() else ch:
+            seen.append(folded)
+            where.append(i)
+    out: list[str] = []
+    last = 0
+    for m in _EMAIL.finditer("".join(seen)):
+        start, end = where[m.start()], where[m.end() - 1] + 1
+        out += [value[last:start], "[email]"]
+        last = end
+    return "".join(out) + value[last:] if out else value
 
 
 def _entity(match: re.Match[str]) -> str:
@@ -364,10 +390,9 @@ def _clean_inline(s: str, *, one_line: bool) -> str:
         s = s.replace("\n", " ")
     if len(s) >= LONG_TOKEN:
         s = _LONG_RUN.sub(_long_run, s)
-    if "@" in s:
-        s = _EMAIL.sub("[email]", s)
     if "\\" in s:
         s = _MD_ESCAPE.sub(r"\1", s)
+    s = redact_emails(s)  # after entities and escapes are undone, so "a\\@b.org" and "a&#64;b.org" are seen
     if "\t" in s or "  " in s or "\u00a0" in s:
         s = _SPACES.sub(" ", s)
     return s

@@ -22,13 +22,64 @@ wrapped with their cause on ``__cause__`` (``raise ... from e``)::
 ``last_output`` (the last raw text the model returned, if any). Two class attributes tell a batch
 runner what to do: ``retryable`` (trying again later may help) and ``fatal`` (stop the whole run:
 every further request would fail the same way).
+
+Secrets never travel in an error: :func:`scrub` removes every key registered with
+:func:`register_secret` (the client registers its API key) and anything shaped like a credential —
+``sk-…`` keys, ``Bearer …``/``Basic …`` values, ``api-key: …``, ``Authorization: …``, ``access_token=…``
+and the like — replacing it with ``[redacted]``. Every ``InsightsError`` message and
+``ModelError.last_output`` is scrubbed when the error is made, and the call log, the errors file and
+the command's stderr scrub again whatever text they store or show, because an endpoint (or a proxy in
+front of it) may echo the key it refused in its error body.
 """
 
 from __future__ import annotations
 
+import re
+import threading
+
+REDACTED = "[redacted]"
+_MIN_SECRET = 8  # shorter "keys" (placeholders such as "x") are not removed from every text
+_secrets: set[str] = set()
+_lock = threading.Lock()
+_CREDENTIAL = re.compile(
+    r"(?P<key>(?<![\w-])(?:sk|rk)-[A-Za-z0-9_-]{8,})"  # OpenAI-style keys: sk-…, sk-proj-…
+    r"|(?P<scheme>\b(?:bearer|basic)\s+)"  # an Authorization value that looks like a token, not a word
+    r"(?P<token>(?=[A-Za-z0-9._~+/=:-]*[0-9_./+=~:-])[A-Za-z0-9._~+/=:-]{6,})"
+    r"|(?P<label>\b(?:api[-_ ]?key|x-api-key|authorization|access[-_]?token|auth[-_]?token|refresh[-_]?token"
+    r"|client[-_]?secret|secret[-_]?key|password|key)[\"']?\s*[:=]\s*[\"']?(?:(?:bearer|basic|token)\s+)?)"
+    r"(?P<value>[^\s\"',;}&)]{4,})",
+    re.IGNORECASE,
+)
+
+
+def register_secret(value: str | None) -> None:
+    """Remember ``value`` (an API key) so that :func:`scrub` removes it from every text, in this process."""
+    if value and len(value.strip()) >= _MIN_SECRET:
+        with _lock:
+            _secrets.add(value.strip())
+
+
+def _redact(match: re.Match[str]) -> str:
+    return (match.group("scheme") or match.group("label") or "") + REDACTED
+
+
+def scrub(text: str, *secrets: str | None) -> str:
+    """``text`` without any registered key, any of ``secrets``, or anything shaped like a credential."""
+    if not text:
+        return text
+    with _lock:
+        known = sorted(_secrets, key=len, reverse=True)
+    for secret in (*secrets, *known):
+        if secret and len(secret) >= _MIN_SECRET and secret in text:
+            text = text.replace(secret, REDACTED)
+    return _CREDENTIAL.sub(_redact, text)
+
 
 class InsightsError(Exception):
-    """Root of every error raised by ``insights``."""
+    """Root of every error raised by ``insights``. Its message is scrubbed of secrets (:func:`scrub`)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(scrub(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(InsightsError):
@@ -88,7 +139,7 @@ class ModelError(InsightsError):
     ) -> None:
         self.attempts = attempts
         self.status = status
-        self.last_output = last_output
+        self.last_output = None if last_output is None else scrub(last_output)
         self.document_id = document_id
         super().__init__(message)
 

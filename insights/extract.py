@@ -22,7 +22,7 @@ from .config import Settings, resolve_settings
 from .documents import Document, redact_emails
 from .errors import InvalidOutput
 from .grounding import GroundedDraft, GroundedExtraction, Grounder, GroundingContext, grounding, normalize
-from .prompts import load_prompts, render_messages
+from .prompts import load_prompts, one_line, render_messages
 from .schema import (
     RECORD_TYPES,
     DocumentInsights,
@@ -38,15 +38,23 @@ def chunks_for(document: Document, settings: Settings) -> list[Chunk]:
 
 
 def messages_for(document: Document, chunk: Chunk) -> list[dict[str, str]]:
-    """The chat messages for one chunk of a document."""
-    # Metadata keeps e-mail addresses (focal points); nothing sent to the model may carry one.
+    """The chat messages for one chunk of a document.
+
+    Only the chunk's text goes inside the data block; the id, title and tags are each reduced to one
+    safe line (:func:`~insights.prompts.one_line`), then e-mail addresses are redacted from them
+    (metadata keeps the focal points' addresses; nothing sent to the model may carry one).
+    """
+
+    def field(value: str) -> str:
+        return redact_emails(one_line(value))
+
     return render_messages(
-        document_id=redact_emails(document.id),
-        title=redact_emails(document.title),
+        document_id=field(document.id),
+        title=field(document.title),
         text=document.text[chunk.start : chunk.end],
-        doc_type=redact_emails(document.meta("type")),
-        year=redact_emails(document.meta("year")),
-        country=redact_emails(document.meta("country")),
+        doc_type=field(document.meta("type")),
+        year=field(document.meta("year")),
+        country=field(document.meta("country")),
         part=chunk.part,
         parts=chunk.parts,
     )

@@ -3,7 +3,7 @@
 A run with ``-o OUT.jsonl`` writes three files (the two sidecars are named after the output):
 
 ``OUT.jsonl``            one line per kept insight: ``document_id``, ``insight_id`` (stable; recipe in
-                         :mod:`insights.ids`), ``kind``, the insight's fields, ``evidence`` (quote, start,
+                         :mod:`insights.ids`), ``kind``, the insight's fields, ``evidence`` (quote = the source slice, model_quote, start,
                          end, match, score, section), the document's ``title``, ``type``, ``year`` (an
                          integer, or null), first ``country``, every tag as ``metadata`` (lists of
                          values, e-mail addresses redacted), ``source`` (the file's path relative to the
@@ -58,7 +58,7 @@ from typing import IO, Any
 
 from .corpus import LoadFailure, picks_up
 from .documents import Document, redact_emails
-from .errors import DocumentError, InsightsError, ModelError, OutputError, OutputWriteError
+from .errors import DocumentError, InsightsError, ModelError, OutputError, OutputWriteError, scrub
 from .ids import insight_id
 from .lock import OutputLock, lock_path
 from .schema import DocumentInsights, InsightRecord
@@ -139,11 +139,11 @@ def error_record(
         "path": path,
         "source": document.source if document else source,
         "error_type": type(error).__name__,
-        "message": str(error),
+        "message": scrub(str(error)),
         "attempts": getattr(model_error, "attempts", 1),
         "status": getattr(model_error, "status", None),
         "retryable": bool(getattr(error, "retryable", not isinstance(error, InsightsError))),
-        "last_output": last[:MAX_LAST_OUTPUT] if isinstance(last, str) else None,
+        "last_output": scrub(last)[:MAX_LAST_OUTPUT] if isinstance(last, str) else None,
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

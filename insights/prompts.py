@@ -10,17 +10,29 @@ edit to a prompt changes it; it is recorded in each result's provenance and is p
 The document is wrapped in delimiter lines that carry a token derived from the hash of the wrapped text
 (``DOCUMENT-`` + 16 hex digits). A document cannot contain the token that its own hash produces, so it
 cannot forge the closing line and smuggle text outside the data block.
+
+Everything else taken from a document — its id (a JSONL ``id`` or a file name), title and the
+``type``/``year``/``country`` tags — stands outside the block, so each is reduced to one safe line by
+:func:`one_line` before it is put in the template: line and paragraph separators and every other
+control or format character become a space or go, delimiter tokens (``DOCUMENT-`` + 16 hex digits) and
+runs of ``<<<``/``>>>`` are removed, white space is collapsed, and the value is cut at
+``MAX_FIELD_CHARS``. No document value can add a line to the prompt outside the data block.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 PROMPT_FILES = ("system.md", "user.md")
+#: The longest a document's id, title or tag value may be in the prompt (longer ones are cut, with "…").
+MAX_FIELD_CHARS = 200
+_FORGED = re.compile(r"DOCUMENT-[0-9A-Fa-f]{16}|<{3,}|>{3,}")
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,20 @@ def delimiter_for(text: str) -> str:
     return "DOCUMENT-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def one_line(value: str, limit: int = MAX_FIELD_CHARS) -> str:
+    """``value`` as one safe line of the prompt (see the module docstring)."""
+    chars = []
+    for ch in value:
+        kind = unicodedata.category(ch)
+        if kind in ("Cc", "Zl", "Zp") or ch.isspace():
+            chars.append(" ")  # newlines, tabs, other controls
+        elif kind not in ("Cf", "Cs", "Co", "Cn"):  # format (zero-width, bidi overrides), surrogates, unassigned
+            chars.append(ch)
+    line = _FORGED.sub(" ", "".join(chars))  # a space, so that the pieces around cannot join into a token
+    line = " ".join(line.split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
 def render_messages(
     *,
     document_id: str,
@@ -68,14 +94,15 @@ def render_messages(
     part: int = 1,
     parts: int = 1,
 ) -> list[dict[str, str]]:
-    """The chat messages for one document (or one chunk of it)."""
+    """The chat messages for one document (or one chunk of it). Every value but ``text`` is reduced to
+    one safe line (:func:`one_line`); ``text`` goes between the delimiter lines as it is."""
     prompts = load_prompts()
     user = prompts.user.format(
-        document_id=document_id,
-        title=" ".join(title.split()) or "(none)",
-        type=doc_type or "unknown",
-        year=year or "unknown",
-        country=country or "unknown",
+        document_id=one_line(document_id) or "(none)",
+        title=one_line(title) or "(none)",
+        type=one_line(doc_type) or "unknown",
+        year=one_line(year) or "unknown",
+        country=one_line(country) or "unknown",
         part=part,
         parts=parts,
         delimiter=delimiter_for(text),

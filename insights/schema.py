@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 Kind = Literal["barrier", "enabler", "champion", "failed_experiment"]
 KINDS: tuple[Kind, ...] = ("barrier", "enabler", "champion", "failed_experiment")
@@ -128,9 +128,16 @@ _CONTENT_HASH = "SHA-256 of the document's title, text and metadata (Document.co
 
 
 class Evidence(BaseModel):
-    """A quote and where it stands in ``Document.text``: ``text[start:end]`` is the located passage."""
+    """A passage of ``Document.text`` that supports an insight: ``quote == text[start:end]``, always.
 
-    quote: str = Field(description="The passage as the model returned it.")
+    ``quote`` is what the document says there, whatever the match; ``model_quote`` is the quote as the
+    model wrote it (the same string for an ``exact`` match; for ``normalized`` and ``fuzzy`` matches it
+    differs only in ways :mod:`insights.grounding` accepts: folding, or copying slips that change no
+    negation, number, name or word). Lines written before ``model_quote`` existed read it as ``""``.
+    """
+
+    quote: str = Field(description="The located passage, Document.text[start:end] (set by the library).")
+    model_quote: str = Field("", description="The quote as the model returned it.")
     start: int = Field(ge=0, description="Offset of the located passage in Document.text (set by the library).")
     end: int = Field(ge=0, description="End offset, exclusive (set by the library).")
     match: MatchKind = Field(description="How the quote was found: exact, normalized or fuzzy.")

@@ -60,6 +60,14 @@ request number); leftover probability is ``ok``. The actions:
                    sentence that is not in the document (one barrier added if the answer is empty)
 ``obey_injection`` 200, one barrier that obeys an instruction injected into the document; its quote is
                    not in the document
+``negate``         200, the normal answer with ``not`` put after the first auxiliary verb (``is``, ``was``,
+                   ``can``…) of the first quote that has one (else ``Not`` before the first quote): a
+                   quote that differs from the document in a negation only
+``renumber``       200, the normal answer with the first digit of the first quote that has one changed
+                   (else `` in 2021`` added to the first quote): a quote that differs in a number only
+``401_echo``       401, 400 or 500 whose error message and ``param`` echo the request's
+``400_echo``       ``Authorization`` header and the key in it, as some proxies do
+``500_echo``
 =================  =====================================================================================
 
 Every response carries ``x-reference-action: <action>``. Every chat request is recorded in
@@ -132,6 +140,11 @@ ACTIONS: tuple[str, ...] = (
     "content_filter",
     "hallucinate",
     "obey_injection",
+    "negate",
+    "renumber",
+    "401_echo",
+    "400_echo",
+    "500_echo",
 )
 
 #: ``created`` of every completion, fixed so recordings are stable.
@@ -153,6 +166,8 @@ _DOC_ID_RE = re.compile(r"^Document ID: (.+)$", re.MULTILINE)
 _PART_RE = re.compile(r"^Part: (\d+) of (\d+)$", re.MULTILINE)
 _DOC_RE = re.compile(r"<<<(DOCUMENT-[0-9a-f]{16})\n(.*)\n\1>>>", re.DOTALL)
 _SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?])\s+")
+_AUXILIARY_RE = re.compile(r"\b(?:is|was|are|were|has|have|had|can|could|will|would|did|does)\b")
+_DIGIT_RE = re.compile(r"\d")
 _MARKUP = frozenset("<>[]{}|#*`\\")
 _HTTP_DATE = "Tue, 14 Nov 2023 22:13:20 GMT"  # CREATED as an HTTP date: keeps recorded headers stable.
 
@@ -423,6 +438,43 @@ def _hallucinated(answer: dict[str, list[Any]]) -> dict[str, list[Any]]:
             "level": "environmental",
         }
     )
+    return answer
+
+
+def _first_quote(answer: dict[str, list[Any]], pattern: re.Pattern[str]) -> tuple[list[str], int, re.Match[str] | None]:
+    """The quotes list and index of the first quote ``pattern`` matches (else of the first quote), and the match."""
+    first: tuple[list[str], int] | None = None
+    for name in _FIELDS:
+        for item in answer[name]:
+            quotes = item.get("quotes") if isinstance(item, dict) else None
+            if not isinstance(quotes, list):
+                continue
+            for i, quote in enumerate(quotes):
+                if not isinstance(quote, str):
+                    continue
+                m = pattern.search(quote)
+                if m is not None:
+                    return quotes, i, m
+                first = first or (quotes, i)
+    return (*first, None) if first is not None else ([], -1, None)
+
+
+def _negated(answer: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    answer = copy.deepcopy(answer)
+    quotes, i, m = _first_quote(answer, _AUXILIARY_RE)
+    if i >= 0:
+        quotes[i] = quotes[i][: m.end()] + " not" + quotes[i][m.end() :] if m else "Not " + quotes[i]
+    return answer
+
+
+def _renumbered(answer: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    answer = copy.deepcopy(answer)
+    quotes, i, m = _first_quote(answer, _DIGIT_RE)
+    if i >= 0:
+        if m:
+            quotes[i] = quotes[i][: m.start()] + str((int(m.group(0)) + 1) % 10) + quotes[i][m.end() :]
+        else:
+            quotes[i] = quotes[i].rstrip(".") + " in 2021"
     return answer
 
 
@@ -779,6 +831,14 @@ class ReferenceServer:
             error = {"error": {"message": text, "type": kind, "param": param, "code": code}}
             handler.send_json(status, _dumps(error).encode(), extra)
             return
+        if action.endswith("_echo"):
+            # A proxy that repeats the credentials it refused: the client must not store or show them.
+            auth = headers.get("authorization", "")
+            secret = auth.split(" ", 1)[-1]
+            echoed = f"Invalid credentials in header 'Authorization: {auth}'; the proxy rejected the key {secret}."
+            refusal = {"error": {"message": echoed, "type": "invalid_request_error", "param": auth, "code": None}}
+            handler.send_json(int(action[:3]), _dumps(refusal).encode(), extra)
+            return
         if action == "timeout":
             self._stopping.wait(plan.timeout_s)
         handler.send_json(200, self._completion(request, body, action, digest).encode(), extra)
@@ -839,6 +899,10 @@ class ReferenceServer:
             answer = self._answer(request)
             if action == "hallucinate":
                 answer = _hallucinated(answer)
+            elif action == "negate":
+                answer = _negated(answer)
+            elif action == "renumber":
+                answer = _renumbered(answer)
             arguments = _dumps(answer)
             if action == "malformed":
                 arguments = _cut_mid_string(arguments)
