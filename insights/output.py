@@ -3,8 +3,9 @@
 A run with ``-o OUT.jsonl`` writes three files (the two sidecars are named after the output):
 
 ``OUT.jsonl``            one line per kept insight: ``document_id``, ``insight_id`` (stable; recipe in
-                         :mod:`insights.ids`), ``kind``, the insight's fields, ``evidence`` (quote = the source slice, model_quote, start,
-                         end, match, score, section), the document's ``title``, ``type``, ``year`` (an
+                         :mod:`insights.ids`), ``kind``, the insight's fields, ``evidence`` (quote: the
+                         source slice ``text[start:end]``; model_quote: the model's words; start, end,
+                         match, score, section), the document's ``title``, ``type``, ``year`` (an
                          integer, or null), first ``country``, every tag as ``metadata`` (lists of
                          values, e-mail addresses redacted), ``source`` (the file's path relative to the
                          input it was found under; see :mod:`insights.corpus`), and ``content_hash``,
