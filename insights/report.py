@@ -29,8 +29,9 @@ What is in the file
 * ``<script type="text/plain" id="insights-texts">``: one line per document, in index order: empty, or
   base64 of gzip of ``{"parts": [[start, end, text], ...], "marks": [[part, u16start, u16end, insight
   position, evidence position], ...]}``. ``parts`` are the passages of ``Document.text`` that are shown
-  (``text[start:end]``, code points): by default the paragraphs holding evidence and the heading or
-  question above each, or the whole text (``full_text``). ``marks`` give each evidence span in UTF-16
+  (``text[start:end]``, code points): by default the paragraphs holding evidence (only the sentences
+  around it in a long paragraph) and the heading or question above each (see :func:`shown_parts`),
+  or the whole text (``full_text``). ``marks`` give each evidence span in UTF-16
   code units inside its part (what JavaScript strings index), so astral characters (emoji) before a
   span do not shift it. A line is decoded only when its document is opened.
 
@@ -47,6 +48,7 @@ with a tab in ``PAGES``; one drawn from the index is a function registered in ``
 from __future__ import annotations
 
 import base64
+import bisect
 import gzip
 import json
 import os
@@ -72,6 +74,9 @@ _IDENTITY = {"document_id", "insight_id", "kind", "statement", "evidence", "titl
              "metadata", "content_hash", "model", "prompt_version", "category", "level", "source"}  # fmt: skip
 _HEADING = re.compile(r"(## |> )")
 _BLOCK_GAP = re.compile(r"\n\n")
+_SENTENCE_END = re.compile(r"[.!?…](?=\s)|\n")
+#: Of a paragraph longer than this, a report shows the sentences within CONTEXT characters of a span.
+LONG_PARAGRAPH, CONTEXT, MERGE_GAP = 1200, 300, 80
 
 # Chart geometry (SVG user units).
 CHART_WIDTH, LABEL_WIDTH, BAR_WIDTH, ROW_HEIGHT, CHART_ROWS = 720, 230, 430, 22, 20
@@ -218,36 +223,40 @@ def _blocks(text: str) -> list[tuple[int, int]]:
 
 
 def shown_parts(text: str, spans: Iterable[tuple[int, int]], *, full_text: bool = False) -> list[tuple[int, int]]:
-    """The passages of ``text`` a report shows, as sorted, disjoint (start, end): the paragraphs that
-    overlap a span, each with the heading or question above it, adjacent paragraphs joined."""
+    """The passages of ``text`` a report shows, as sorted, disjoint (start, end).
+
+    Each paragraph (block between blank lines) that a span touches is shown with the heading or question
+    above it; of a paragraph longer than :data:`LONG_PARAGRAPH`, only the sentences within
+    :data:`CONTEXT` characters of the span. Passages less than :data:`MERGE_GAP` apart are joined, so a
+    span is always inside one passage.
+    """
     if full_text:
         return [(0, len(text))]
     blocks = _blocks(text)
     starts = [b[0] for b in blocks]
-    keep: set[int] = set()
+    windows: list[tuple[int, int]] = []
     for start, end in spans:
-        for i in range(_block_at(starts, start), len(blocks)):
-            if blocks[i][0] > end or (blocks[i][0] == end and end > start):
-                break
-            keep.add(i)
-            heading = next((j for j in range(i, -1, -1) if _HEADING.match(text, blocks[j][0])), None)
-            if heading is not None:
-                keep.add(heading)
+        first = bisect.bisect_right(starts, start) - 1
+        last = bisect.bisect_right(starts, max(start, end - 1)) - 1
+        heading = next((j for j in range(first, -1, -1) if _HEADING.match(text, blocks[j][0])), None)
+        if heading is not None:
+            windows.append(blocks[heading])
+        for b_start, b_end in blocks[first : last + 1]:
+            if b_end - b_start <= LONG_PARAGRAPH:
+                windows.append((b_start, b_end))
+                continue
+            inner_start, inner_end = max(b_start, start), min(b_end, end)
+            a, b = max(b_start, start - CONTEXT), min(b_end, end + CONTEXT)
+            cut = _SENTENCE_END.search(text, a, inner_start) if a > b_start else None
+            ends = list(_SENTENCE_END.finditer(text, inner_end, b)) if b < b_end else []
+            windows.append((cut.end() if cut else a, ends[-1].end() if ends else b))
     parts: list[tuple[int, int]] = []
-    for i in sorted(keep):
-        if parts and i - 1 in keep:
-            parts[-1] = (parts[-1][0], blocks[i][1])
+    for window in sorted(windows):
+        if parts and window[0] <= parts[-1][1] + MERGE_GAP:
+            parts[-1] = (parts[-1][0], max(parts[-1][1], window[1]))
         else:
-            parts.append(blocks[i])
+            parts.append(window)
     return parts
-
-
-def _block_at(starts: list[int], offset: int) -> int:
-    lo, hi = 0, len(starts)
-    while hi - lo > 1:  # the last block starting at or before offset
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if starts[mid] <= offset else (lo, mid)
-    return lo
 
 
 def _utf16(s: str) -> int:

@@ -10,10 +10,10 @@ after the run and one deleted after the run.
 from __future__ import annotations
 
 import base64
-import contextlib
 import gzip
 import html as html_module
 import json
+import os
 import re
 from collections import Counter
 from html.parser import HTMLParser
@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 from conftest import CASSETTES, SEEDS
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from insights import cli
 from insights._optional import require
@@ -142,13 +144,17 @@ def make_run(folder: Path) -> SimpleNamespace:
     (docs / "deleted.md").write_text(PLAIN.replace("Chile", "Peru"), encoding="utf-8")
     texts = {d.id: d.text for d in (load_document(p) for p in sorted(docs.iterdir()))}
     replay = CASSETTES / "seeds-replay.jsonl"
-    with contextlib.chdir(folder):
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
         seeds = [f"docs/{p.name}" for p in sorted(SEEDS.glob("*.txt"))]
         assert cli.main(["extract", *seeds, "-o", "run.jsonl", "--replay", str(replay), "-q"]) == 0
         with OutputWriter(Path("run.jsonl")) as writer:
             for name, result in (("tricky", tricky_result), ("edited", plain_result), ("deleted", plain_result)):
                 doc = load_document(f"docs/{name}.md")
                 writer.write(doc, result(doc))
+    finally:
+        os.chdir(here)
     (docs / "edited.md").write_text(PLAIN.replace("no budget", "no real budget"), encoding="utf-8")
     (docs / "deleted.md").unlink()
     out = folder / "run.jsonl"
@@ -248,14 +254,43 @@ def test_marks_index_utf16_units_so_emoji_before_a_span_do_not_shift_it(run: Sim
 
 
 def test_shown_parts_are_the_paragraphs_with_evidence_and_the_heading_above() -> None:
-    text = "Title\n\n## Heading one\n\nalpha beta\n\ngamma delta\n\n## Heading two\n\nepsilon\n\nzeta eta"
-    alpha, zeta = text.index("beta"), text.index("zeta")
-    parts = shown_parts(text, [(alpha, alpha + 4), (zeta, zeta + 4)])
+    filler = "Nothing to see in this paragraph, which is long enough to be left out of the report. " * 2
+    text = f"Title\n\n## Heading one\n\nalpha beta\n\n{filler}\n\n## Heading two\n\n{filler}\n\nzeta eta"
+    beta, zeta = text.index("beta"), text.index("zeta")
+    parts = shown_parts(text, [(beta, beta + 4), (zeta, zeta + 4)])
     assert [text[s:e] for s, e in parts] == ["## Heading one\n\nalpha beta", "## Heading two", "zeta eta"]
-    assert shown_parts(text, [(alpha, text.index("delta"))]) == [
-        (text.index("## Heading one"), text.index("delta") + 5)
+    near = text.index("Nothing")  # a span in the next paragraph: the two are joined, the gap is small
+    assert [text[s:e] for s, e in shown_parts(text, [(beta, beta + 4), (near, near + 7)])] == [
+        f"## Heading one\n\nalpha beta\n\n{filler}"
     ]
     assert shown_parts(text, [], full_text=True) == [(0, len(text))]
+
+
+def test_a_long_paragraph_is_cut_to_the_sentences_around_the_span() -> None:
+    sentences = [f"Sentence number {i} says a little more about the lab. " for i in range(60)]
+    text = "## Heading\n\n" + "".join(sentences).strip()
+    quote = "number 30 says a little"
+    start = text.index(quote)
+    (head, body) = shown_parts(text, [(start, start + len(quote))])
+    assert text[head[0] : head[1]] == "## Heading"
+    shown = text[body[0] : body[1]]
+    assert quote in shown and len(shown) < 2 * 300 + len(quote)
+    assert shown.lstrip().startswith("Sentence number") and shown.endswith("lab.")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.text(alphabet="ab. \n😀", min_size=0, max_size=900), min_size=1, max_size=8),
+    st.lists(st.tuples(st.integers(0, 8000), st.integers(0, 400)), max_size=6),
+)
+def test_every_span_lies_inside_one_shown_part(paragraphs: list[str], raw_spans: list[tuple[int, int]]) -> None:
+    text = "\n\n".join(p.strip("\n") or "x" for p in paragraphs)
+    spans = [(min(s, len(text)), min(s + n, len(text))) for s, n in raw_spans]
+    parts = shown_parts(text, spans)
+    assert parts == sorted(parts) and all(a < b or a == b for a, b in parts)
+    assert all(parts[i][1] < parts[i + 1][0] for i in range(len(parts) - 1))
+    for start, end in spans:
+        assert any(a <= start and end <= b for a, b in parts), (start, end, parts)
 
 
 def test_full_text_embeds_whole_documents(run: SimpleNamespace) -> None:

@@ -326,7 +326,7 @@
         badge(INDEX.insights[i].k), " ", h("a", { href: insightHref(i) }, INDEX.insights[i].s)))));
     parts.push(h("h3", {}, `Rejected in this document (${doc.rejected.length})`),
       doc.rejected.length ? h("ol", { class: "rejected-list" }, doc.rejected.map(rejectedItem)) : null);
-    $("#doc-panel").replaceChildren(...parts);
+    $("#doc-panel").replaceChildren(...parts.filter(Boolean));
   }
 
   function marksOf(key) {
