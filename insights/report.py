@@ -10,7 +10,8 @@ What is in the file
 -------------------
 * The **overview** is rendered here, in Python: counts by kind, by category and level, by country, year,
   document type and SDG (the ``sdgs`` tag; an insight counts once for each SDG of its document), as
-  inline SVG bar charts with a table under each. Every bar links to the insight list filtered on it.
+  inline SVG bar charts (:mod:`insights.charts`) with a table under each. Every bar links to the
+  insight list filtered on it.
 * ``<script type="text/plain" id="insights-index">``: base64 of gzip of the JSON **index**, decoded once
   at load (``DecompressionStream``)::
 
@@ -21,11 +22,13 @@ What is in the file
                  "label", "quotes": [...]}]}, ...],
        "insights": [{"d": doc position, "id": insight_id, "k": kind, "c": category, "l": level,
                      "s": statement, "f": {other field: value},
-                     "e": [[start, end, match, score, section position, quote or null], ...]}, ...]}
+                     "e": [[start, end, match, score, section position, quote, model_quote], ...]}, ...]}
 
   ``start``/``end`` are the record's offsets into ``Document.text`` (code points). ``quote`` is null
   when the document's text is in the file and ``text[start:end]`` equals it; otherwise it is the
   record's quote (a changed or missing document, or a quote that is not the located passage).
+  ``model_quote`` (the model's own words, when the record has them) is null unless it differs from
+  the passage.
 * ``<script type="text/plain" id="insights-texts">``: one line per document, in index order: empty, or
   base64 of gzip of ``{"parts": [[start, end, text], ...], "marks": [[part, u16start, u16end, insight
   position, evidence position], ...]}``. ``parts`` are the passages of ``Document.text`` that are shown
@@ -62,12 +65,12 @@ from pathlib import Path
 from typing import Any, get_args
 
 from ._optional import require
+from .charts import CHART_WIDTH, LABEL_WIDTH, NONE, insights_href, make_chart, natural_key
 from .documents import Document, iter_corpus
 from .errors import DocumentError, OutputError
 from .output import read_jsonl, sidecar
 from .schema import KINDS, Category, Level
 
-NONE = "(none)"  # the label and filter value of a missing country, year, type or SDG
 PAGES = [("overview", "Overview"), ("insights", "Insights"), ("rejected", "Rejected")]
 #: Keys of an output line that are not the insight's own fields (shown elsewhere or not at all).
 _IDENTITY = {"document_id", "insight_id", "kind", "statement", "evidence", "title", "type", "year", "country",
@@ -77,9 +80,6 @@ _BLOCK_GAP = re.compile(r"\n\n")
 _SENTENCE_END = re.compile(r"[.!?…](?=\s)|\n")
 #: Of a paragraph longer than this, a report shows the sentences within CONTEXT characters of a span.
 LONG_PARAGRAPH, CONTEXT, MERGE_GAP = 1200, 300, 80
-
-# Chart geometry (SVG user units).
-CHART_WIDTH, LABEL_WIDTH, BAR_WIDTH, ROW_HEIGHT, CHART_ROWS = 720, 230, 430, 22, 20
 
 
 @dataclass
@@ -239,6 +239,7 @@ def shown_parts(text: str, spans: Iterable[tuple[int, int]], *, full_text: bool 
         first = bisect.bisect_right(starts, start) - 1
         last = bisect.bisect_right(starts, max(start, end - 1)) - 1
         heading = next((j for j in range(first, -1, -1) if _HEADING.match(text, blocks[j][0])), None)
+        windows.append((start, end))  # itself, should it begin or end between two paragraphs
         if heading is not None:
             windows.append(blocks[heading])
         for b_start, b_end in blocks[first : last + 1]:
@@ -307,8 +308,11 @@ def pack_index(report: Report) -> tuple[str, list[str]]:
                 quote = e.get("quote")
                 located = text[e["start"] : e["end"]] if text is not None and _valid(e, text) else None
                 section = sections.setdefault(str(e.get("section") or ""), len(sections))
-                evidence.append([e.get("start"), e.get("end"), e.get("match"), e.get("score"), section,
-                                 None if located == quote else quote])  # fmt: skip
+                quote = None if located == quote else quote
+                words = e.get("model_quote")
+                words = words if words and words != (located if quote is None else quote) else None
+                evidence.append([e.get("start"), e.get("end"), e.get("match"), e.get("score"), section, quote,
+                                 words])  # fmt: skip
             insights.append({
                 "d": d, "id": line.get("insight_id", ""), "k": line["kind"], "c": line.get("category", ""),
                 "l": line.get("level", ""), "s": line.get("statement", ""), "e": evidence,
@@ -324,111 +328,6 @@ def _rejected(r: dict[str, Any]) -> dict[str, Any]:
     quotes = draft["quotes"] if isinstance(draft.get("quotes"), list) else []
     label = draft.get("statement") or draft.get("name") or ""
     return {"kind": r.get("kind", ""), "reason": r.get("reason", ""), "label": str(label), "quotes": quotes}
-
-
-# ------------------------------------------------------------------------------------------------ charts
-@dataclass
-class Segment:
-    """One kind's share of a bar."""
-
-    kind: str
-    count: int
-    x: float
-    width: float
-    href: str
-
-
-@dataclass
-class Bar:
-    """One row of a chart and of the table under it."""
-
-    label: str  # the value filtered on
-    href: str
-    counts: dict[str, int]
-    total: int
-    y: int = 0
-    segments: list[Segment] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        """The label as shown (identifiers such as ``failed_experiment`` with spaces)."""
-        return self.label.replace("_", " ") if re.fullmatch(r"[a-z_]+", self.label) else self.label
-
-    @property
-    def short(self) -> str:
-        return self.text if len(self.text) <= 34 else self.text[:33] + "…"
-
-
-@dataclass
-class Chart:
-    """A horizontal bar chart, bars stacked by kind; ``bars`` holds every row, the chart draws the first
-    :data:`CHART_ROWS`."""
-
-    id: str
-    title: str
-    kinds: list[str]
-    bars: list[Bar]
-    note: str = ""
-    stacked: bool = True  # False: one kind a bar (the table shows totals only)
-
-    @property
-    def drawn(self) -> list[Bar]:
-        return self.bars[:CHART_ROWS]
-
-    @property
-    def height(self) -> int:
-        return len(self.drawn) * ROW_HEIGHT + 4
-
-
-def _href(**params: str) -> str:
-    from urllib.parse import urlencode
-
-    return "#insights?" + urlencode(params)
-
-
-def make_chart(
-    chart_id: str,
-    title: str,
-    key: str,
-    values: Iterable[tuple[str, Sequence[str]]],
-    *,
-    kinds: Sequence[str] = KINDS,
-    order: str | Sequence[str] = "count",
-    note: str = "",
-    stacked: bool = True,
-) -> Chart:
-    """Count ``(kind, [values of key])`` pairs into a chart whose bars link to ``#insights?key=value``.
-
-    ``order``: ``count`` (largest first), ``label`` (alphabetical, numbers numerically), or the labels in
-    the order wanted.
-    """
-    counts: dict[str, Counter[str]] = {}
-    for kind, labels in values:
-        if kind in kinds:
-            for label in labels or [NONE]:
-                counts.setdefault(label, Counter())[kind] += 1
-    bars = [Bar(label, _href(**{key: label}), dict(c), sum(c.values())) for label, c in counts.items()]
-    if order == "count":
-        bars.sort(key=lambda b: (-b.total, b.label))
-    elif order == "label":
-        bars.sort(key=lambda b: (b.label == NONE, _natural(b.label)))
-    else:
-        bars.sort(key=lambda b: list(order).index(b.label) if b.label in order else len(order))
-    top = max((b.total for b in bars), default=0) or 1
-    for row, bar in enumerate(bars):
-        bar.y, x = row * ROW_HEIGHT, float(LABEL_WIDTH)
-        for kind in kinds:
-            if bar.counts.get(kind):
-                width = BAR_WIDTH * bar.counts[kind] / top
-                bar.segments.append(Segment(kind, bar.counts[kind], round(x, 2), round(width, 2),
-                                            _href(**{"kind": kind, key: bar.label})))  # fmt: skip
-                x += width
-    present = [k for k in kinds if any(b.counts.get(k) for b in bars)]
-    return Chart(chart_id, title, present, bars, note, stacked)
-
-
-def _natural(label: str) -> list[Any]:
-    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.findall(r"\d+|\D+", label)]
 
 
 def overview(report: Report) -> dict[str, Any]:
@@ -470,7 +369,7 @@ def overview(report: Report) -> dict[str, Any]:
         "levels": levels,
         "table": [(c, {(k, lv): table.get((c, k, lv), 0) for k in ("barrier", "enabler") for lv in levels})
                   for c in categories if any(table.get((c, k, lv)) for k in ("barrier", "enabler") for lv in levels)],
-        "href": _href,
+        "href": insights_href,
     }  # fmt: skip
 
 
@@ -481,7 +380,7 @@ def filter_options(report: Report) -> dict[str, list[tuple[str, int]]]:
     def tally(values: Iterable[str], order: str = "count") -> list[tuple[str, int]]:
         c = Counter(values)
         if order == "label":
-            return sorted(c.items(), key=lambda kv: (kv[0] == NONE, _natural(kv[0])))
+            return sorted(c.items(), key=lambda kv: (kv[0] == NONE, natural_key(kv[0])))
         return sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))
 
     return {

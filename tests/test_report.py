@@ -28,10 +28,11 @@ from hypothesis import strategies as st
 
 from insights import cli
 from insights._optional import require
+from insights.charts import NONE, make_chart
 from insights.documents import Document, load_document
 from insights.errors import ConfigError, OutputError
 from insights.output import OutputWriter, read_jsonl
-from insights.report import NONE, build_report, make_chart, pack_index, render_report, shown_parts, write_report
+from insights.report import build_report, pack_index, render_report, shown_parts, write_report
 from insights.schema import (
     KINDS,
     Barrier,
@@ -232,6 +233,17 @@ def test_quotes_are_kept_only_where_the_text_does_not_show_them(run: SimpleNames
                 assert e[5] is None
             else:
                 assert e[5] == source["quote"]
+
+
+def test_the_models_own_words_are_kept_when_they_differ_from_the_passage(run: SimpleNamespace, tmp_path: Path) -> None:
+    lines = [dict(x) for x in run.lines if x["document_id"] == "tricky"]
+    lines[0]["evidence"] = [dict(lines[0]["evidence"][0], model_quote="The night rota failed as nobody owned it")]
+    lines[1]["evidence"] = [dict(e, model_quote=e["quote"]) for e in lines[1]["evidence"]]
+    out = tmp_path / "run.jsonl"
+    out.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    index = unpack(pack_index(build_report(out, [run.docs]))[0])
+    assert index["insights"][0]["e"][0][6] == "The night rota failed as nobody owned it"
+    assert [e[6] for e in index["insights"][1]["e"]] == [None] * len(lines[1]["evidence"])
 
 
 def test_marks_index_utf16_units_so_emoji_before_a_span_do_not_shift_it(run: SimpleNamespace) -> None:

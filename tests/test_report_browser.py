@@ -27,8 +27,9 @@ from conftest import SHARED_CORPUS
 from test_report import INJECTION, make_run
 
 import insights
+from insights.charts import NONE
 from insights.output import OutputWriter, read_jsonl
-from insights.report import NONE, write_report
+from insights.report import write_report
 from insights.testing.server import FaultPlan, ReferenceServer
 
 pytestmark = pytest.mark.browser

@@ -293,13 +293,14 @@
   }
 
   function evidenceItem(pos, e, j) {
-    const [start, end, match, score, section, quote] = e;
+    const [start, end, match, score, section, quote, modelQuote] = e;
     const ins = INDEX.insights[pos];
     const facts = `characters ${start}–${end}, ${match} match` + (match === "fuzzy" ? ` (score ${score})` : "");
     return h("li", { "data-ev": ins.id + ":" + j },
       h("button", { type: "button", class: "show", "data-ev": ins.id + ":" + j, title: "show in the text" }, "show"),
       " ", facts, INDEX.sections[section] ? h("div", { class: "section" }, INDEX.sections[section]) : null,
-      quote !== null && quote !== undefined ? h("blockquote", {}, quote) : null);
+      quote !== null && quote !== undefined ? h("blockquote", {}, quote) : null,
+      modelQuote ? h("blockquote", { class: "model" }, h("b", {}, "the model's words: "), modelQuote) : null);
   }
 
   function renderPanel(d, pos) {
