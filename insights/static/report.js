@@ -203,6 +203,7 @@
     const list = $("#insight-list");
     list.start = (page - 1) * PAGE_SIZE + 1;
     list.replaceChildren(...hits.slice((page - 1) * PAGE_SIZE, page * PAGE_SIZE).map(insightItem));
+    if (!hits.length) list.append(h("li", { class: "none" }, "No insight matches these filters."));
     pager($("#insight-pager"), hits.length, page, (p) => hashFor("insights", "", { ...f, page: p }));
   }
 
