@@ -421,6 +421,14 @@ def test_report_command_writes_one_file_and_says_what_it_holds(
     assert dest.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
 
 
+def test_report_command_writes_beside_the_output_by_default(run: SimpleNamespace, tmp_path: Path) -> None:
+    out = tmp_path / "copy.jsonl"
+    for name in ("", ".documents"):
+        (tmp_path / f"copy{name}.jsonl").write_bytes(run.out.with_name(f"run{name}.jsonl").read_bytes())
+    assert cli.main(["report", str(out), str(run.docs)]) == 0
+    assert (tmp_path / "copy.html").is_file()
+
+
 def test_report_command_help_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
         cli.main(["report", "--help"])
