@@ -7,6 +7,7 @@ unrelated project); the import name and the command stay ``insights``. Extras (`
 ``parquet``    pyarrow               ``insights export --to parquet``
 ``pandas``     pandas                :func:`insights.to_dataframe`
 ``datasette``  datasette             browsing an exported SQLite file (optional, only for people)
+``report``     jinja2                ``insights report`` (:mod:`insights.report`)
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ``insights`` command: extract, estimate, schema, cache.
+"""The ``insights`` command: extract, estimate, evaluate, report, schema, cache.
 
 Exit codes: 0 success; 1 some documents failed or some files could not be read (see the errors file);
 2 bad usage, settings or input, or the output is held by another run or holds another model's results
@@ -293,6 +293,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------------- report
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    out = Path(args.output)
+    dest = Path(args.html) if args.html else out.with_name(out.name.removesuffix(".jsonl") + ".html")
+    stats = write_report(out, dest, args.paths, full_text=args.full_text, title=args.title)
+    _say(f"report: {stats.path} ({stats.bytes / 1e6:.2f} MB; {stats.documents} documents, {stats.insights} insights)")
+    if stats.missing or stats.changed:
+        _say(
+            f"warning: {stats.missing} document(s) not found and {stats.changed} changed since the run: their "
+            "quotes are shown without highlights (give the documents' PATHs)"
+        )
+    return 0
+
+
 # -------------------------------------------------------------------------------------------- schema
 def cmd_schema(args: argparse.Namespace) -> int:
     from .formats import json_schema
@@ -426,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _schema_parser(sub)
     _export_parser(sub)
+    _report_parser(sub)
 
     ca = sub.add_parser(
         "cache",
@@ -481,6 +498,30 @@ def _export_parser(sub: Any) -> None:
     xp.add_argument("--to", required=True, choices=FORMATS, help="csv, parquet (needs the parquet extra) or sqlite")
     xp.add_argument("path", metavar="PATH", help="folder (csv, parquet) or file (sqlite) to write")
     xp.set_defaults(func=cmd_export)
+
+
+def _report_parser(sub: Any) -> None:
+    rp = sub.add_parser(
+        "report",
+        help="write a self-contained HTML report of an output file",
+        description="Write one static HTML file (no server, no network; opens from file:// and can be sent by "
+        "e-mail): counts by kind, category, level, country, year, type and SDG; a filterable list of insights; "
+        "each document with its evidence highlighted at its offsets; rejected insights with their reasons. "
+        "Needs the 'report' extra (pip install 'grounded-insights[report]').",
+    )
+    rp.add_argument("output", metavar="OUT.jsonl", help="the output of insights extract (its ledger is read too)")
+    rp.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="the documents (files, folders, globs); default: the paths recorded in OUT.documents.jsonl",
+    )
+    rp.add_argument("-o", "--html", metavar="REPORT.html", help="the report file (default: OUT.html beside OUT)")
+    rp.add_argument(
+        "--full-text", action="store_true", help="embed whole documents, not only the paragraphs around evidence"
+    )
+    rp.add_argument("--title", help="the report's title (default: the output file's name)")
+    rp.set_defaults(func=cmd_report)
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
