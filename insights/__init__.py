@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 from .batch import Outcome, RateLimiter, extract_many
 from .cache import Cache
+from .champions import champions
 from .client import ModelClient
 from .config import Settings, resolve_settings
 from .documents import Document, Section, load_corpus, load_document, parse_document
@@ -46,6 +47,7 @@ from .schema import (
     Provenance,
     Rejected,
 )
+from .themes import themes
 
 __all__ = [
     "AuthError",
@@ -79,6 +81,7 @@ __all__ = [
     "Settings",
     "TransportError",
     "__version__",
+    "champions",
     "extract",
     "extract_many",
     "load_corpus",
@@ -86,4 +89,5 @@ __all__ = [
     "parse_document",
     "read_records",
     "resolve_settings",
+    "themes",
 ]
