@@ -273,6 +273,17 @@ def _edge(a: _Alias, b: _Alias) -> tuple[str, str] | None:
     return None
 
 
+def _preferred(shown: Counter[str]) -> str:
+    """The name to show: the most mentioned; ties: a full name declaring its acronym, then the longest
+    name, then alphabetical order."""
+
+    def rank(name: str) -> tuple[int, bool, int, str]:
+        base, acronym = split_name(name)
+        return (-shown[name], not (acronym and base != name), -len(base), name)
+
+    return min(shown, key=rank)
+
+
 def _pseudonym(entity_id: str) -> str:
     return "Person " + entity_id.split("_", 1)[-1][:6]
 
@@ -328,7 +339,7 @@ def champions(records: Iterable[Any], *, undo: Iterable[str] = (), pseudonymise:
                 merge_id = digest_id("mrg", [sorted([aliases[i].key, aliases[j].key]), rule])
                 if merge_id in skip:
                     continue
-                shown_a, shown_b = aliases[i].shown.most_common(1)[0][0], aliases[j].shown.most_common(1)[0][0]
+                shown_a, shown_b = _preferred(aliases[i].shown), _preferred(aliases[j].shown)
                 edges.append((i, j, Merge(merge_id=merge_id, a=shown_a, b=shown_b, rule=rule, reason=reason)))
                 union.join(i, j)
     groups: dict[int, list[int]] = {}
@@ -353,8 +364,7 @@ def _entity(members: list[_Alias], merges: list[Merge]) -> ChampionEntity:
             n = " ".join(str(r["name"]).split())
             shown[n] += 1
             docs_of.setdefault(n, set()).add(str(r["document_id"]))
-    # The name most mentioned; ties: the longest (a full name over an acronym), then alphabetical.
-    name = sorted(shown, key=lambda n: (-shown[n], -len(split_name(n)[0]), n))[0]
+    name = _preferred(shown)
     acronyms = Counter(a.acronym for a in members if a.acronym)
     types = Counter(str(r.get("champion_type") or "") for r in recs)
     contributions = []
@@ -489,15 +499,32 @@ def champion_tables(entities: Iterable[ChampionEntity]) -> dict[str, list[dict[s
 
 def pseudonymise_themes(found: Iterable[Any], entities: Iterable[ChampionEntity], records: Iterable[Any]) -> list[Any]:
     """``found`` (:class:`~insights.themes.Theme` objects) with person champions' names replaced by their
-    pseudonyms in labels, descriptions, terms and representatives' statements and quotes."""
+    pseudonyms in representatives' statements and quotes, and in terms (a term with a word of a person's
+    name becomes the pseudonym), the label and the description."""
+    records = list(records)
+    entities = list(entities)
     redact = person_redactor(entities, records)
+    by_id = {record_id(as_dict(r)): as_dict(r) for r in records}
+    word_owner: dict[str, str] = {}
+    for e in entities:
+        if e.champion_type == "person":
+            for iid in e.insight_ids:
+                for w in _fold(str(by_id.get(iid, {}).get("name") or "")).split():
+                    if len(w) >= 3 and w not in _TITLES:
+                        word_owner[w] = _pseudonym(e.entity_id)
     out = []
     for theme in found:
         reps = []
         for r in theme.representatives:
             (statement, a), (quote, b) = redact(r.statement), redact(r.quote)
             reps.append(r.model_copy(update={"statement": statement, "quote": quote, "redacted": r.redacted or a or b}))
-        terms = [t.model_copy(update={"value": redact(t.value)[0]}) for t in theme.terms]
-        update = {"label": redact(theme.label)[0], "description": redact(theme.description)[0]}
-        out.append(theme.model_copy(update={**update, "terms": terms, "representatives": reps}))
+        label, description, terms = redact(theme.label)[0], redact(theme.description)[0], []
+        for t in theme.terms:
+            owner = next((word_owner[w] for w in _fold(t.value).split() if w in word_owner), "")
+            if owner:
+                label = re.sub(re.escape(t.value), owner, label, flags=re.IGNORECASE)
+                description = description.replace(f"“{t.value}”", f"“{owner}”")
+            terms.append(t.model_copy(update={"value": owner or t.value}))
+        update = {"label": label, "description": description, "terms": terms, "representatives": reps}
+        out.append(theme.model_copy(update=update))
     return out
