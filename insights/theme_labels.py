@@ -85,26 +85,34 @@ class TermIndex:
         self.stop = _stop_words()
         self.df: dict[str, Counter[str]] = {}
         self.n: dict[str, int] = {}
+        self._terms: dict[str, set[str]] = {}
         for kind, texts in texts_by_kind.items():
             counter: Counter[str] = Counter()
             n = 0
             for t in texts:
-                counter.update(terms_of(t, self.stop))
+                counter.update(self.terms(t))
                 n += 1
             self.df[kind], self.n[kind] = counter, n
+
+    def terms(self, text: str) -> set[str]:
+        """:func:`terms_of` ``text``, computed once per distinct text."""
+        found = self._terms.get(text)
+        if found is None:
+            found = self._terms[text] = terms_of(text, self.stop)
+        return found
 
     def distinctive(self, kind: str, texts: list[str], k: int = LABEL_TERMS) -> list[tuple[str, int]]:
         """The ``k`` most distinctive terms of ``texts`` with the number of texts using each."""
         used: Counter[str] = Counter()
         for t in texts:
-            used.update(terms_of(t, self.stop))
+            used.update(self.terms(t))
         df, n = self.df.get(kind, Counter()), max(self.n.get(kind, 0), len(texts))
 
         def score(term: str) -> float:
             return used[term] / len(texts) * math.log((n + 1) / (df.get(term, used[term]) + 1)) + 1e-9
 
         # Terms two or more members share; with none, the terms of the first (most central) text.
-        shared = [t for t, c in used.items() if c >= 2] or sorted(terms_of(texts[0], self.stop))
+        shared = [t for t, c in used.items() if c >= 2] or sorted(self.terms(texts[0]))
         ranked = sorted(shared, key=lambda t: (-round(score(t), 9), t))
         chosen: list[str] = []
         for term in ranked:

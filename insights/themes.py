@@ -246,6 +246,28 @@ def _groups(items: list[Item], min_similarity: float, method: str) -> tuple[list
     return groups, (vectors, row), used, sliced
 
 
+def _cohesion(members: list[Item], matrix: Any, row: dict[str, int], np: Any) -> tuple[dict[str, float], float]:
+    """Each member's mean similarity to the other members, and the least similarity of two members,
+    computed over the distinct texts with their multiplicities (a theme of 10,000 copies of one text
+    costs one row)."""
+    counts = Counter(row[m.text] for m in members)
+    rows = sorted(counts)
+    weights = np.asarray([counts[r] for r in rows], dtype=np.float64)
+    sub = matrix[np.asarray(rows)]
+    sims = sub @ sub.T
+    sims = np.asarray(sims.toarray() if hasattr(sims, "toarray") else sims, dtype=np.float64)
+    n = len(members)
+    if n == 1:
+        return {members[0].insight_id: 1.0}, 1.0
+    totals = sims @ weights - np.diag(sims)  # similarity to every other member
+    mean = {r: float(totals[k] / (n - 1)) for k, r in enumerate(rows)}
+    pairs = sims[~np.eye(len(rows), dtype=bool)]
+    least = float(pairs.min()) if pairs.size else 1.0
+    if any(counts[r] > 1 for r in rows):
+        least = min(least, float(min(sims[k, k] for k, r in enumerate(rows) if counts[r] > 1)))
+    return {m.insight_id: mean[row[m.text]] for m in members}, least
+
+
 # -------------------------------------------------------------------------------------------- records
 def _tally(counts: list[Count]) -> str:
     return "; ".join(f"{c.value} ({c.count})" for c in counts)
@@ -380,15 +402,7 @@ def themes(
         if len({m.document_id for m in members}) < min_documents:
             result.not_recurring += 1
             continue
-        rows = np.asarray([row[m.text] for m in members])
-        sub = matrix[rows]
-        sims = sub @ sub.T
-        sims = sims.toarray() if hasattr(sims, "toarray") else np.asarray(sims)
-        n = len(members)
-        centrality = {
-            m.insight_id: float((sims[k].sum() - sims[k, k]) / (n - 1)) if n > 1 else 1.0 for k, m in enumerate(members)
-        }
-        min_pair = float(sims[~np.eye(n, dtype=bool)].min()) if n > 1 else 1.0
+        centrality, min_pair = _cohesion(members, matrix, row, np)
         found.append(
             build_theme(
                 members,
@@ -399,7 +413,7 @@ def themes(
                 index=index,
             )
         )
-        result.themed += n
+        result.themed += len(members)
     order = {k: i for i, k in enumerate(THEMED_KINDS)}
     result.themes = sorted(found, key=lambda t: (order[t.kind], -t.n_documents, -t.n_members, t.theme_id))
     return result
