@@ -405,10 +405,6 @@ def _entity(members: list[_Alias], merges: list[Merge]) -> ChampionEntity:
     )
 
 
-def _tally(counts: list[Count]) -> str:
-    return "; ".join(f"{c.value} ({c.count})" for c in counts)
-
-
 def _count(values: Iterable[str]) -> list[Count]:
     tally = Counter(v for v in values if v)
     return [Count(value=v, count=c) for v, c in sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))]
@@ -460,41 +456,6 @@ def person_redactor(entities: Iterable[ChampionEntity], records: Iterable[Any]) 
         return text, changed
 
     return redact
-
-
-def champion_tables(entities: Iterable[ChampionEntity]) -> dict[str, list[dict[str, Any]]]:
-    """Rows of the export tables ``champions`` and ``champion_aliases`` (plain dicts)."""
-    rows: list[dict[str, Any]] = []
-    alias_rows: list[dict[str, Any]] = []
-    for e in entities:
-        rows.append(
-            {
-                "entity_id": e.entity_id,
-                "name": e.name,
-                "acronym": e.acronym,
-                "champion_type": e.champion_type,
-                "n_mentions": e.n_mentions,
-                "n_documents": e.n_documents,
-                "n_countries": e.n_countries,
-                "countries": _tally(e.countries),
-                "sectors": _tally(e.sectors),
-                "affiliations": _tally(e.affiliations),
-                "aliases": "; ".join(a.alias for a in e.aliases),
-                "documents": "; ".join(e.documents),
-                "merges": "; ".join(f"{m.merge_id} {m.rule}" for m in e.merges),
-                "pseudonymised": e.pseudonymised,
-            }  # fmt: skip
-        )
-        for a in e.aliases:
-            alias_rows.append(
-                {
-                    "entity_id": e.entity_id,
-                    "alias": a.alias,
-                    "mentions": a.mentions,
-                    "documents": "; ".join(a.documents),
-                }
-            )
-    return {"champions": rows, "champion_aliases": alias_rows}
 
 
 def pseudonymise_themes(found: Iterable[Any], entities: Iterable[ChampionEntity], records: Iterable[Any]) -> list[Any]:

@@ -12,13 +12,13 @@ import insights
 from insights import cli
 from insights.champions import (
     ChampionEntity,
-    champion_tables,
     name_key,
     person_redactor,
     pseudonymise_themes,
     split_name,
 )
 from insights.ids import digest_id
+from insights.theme_tables import champion_tables
 from insights.themes_eval import LABELS, PairScore, annotated_records, mention_record, read_labels, score_champions
 
 _N = iter(range(1, 10_000))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ANNOTATIONS, CASSETTES, RECORDING, REPLAY_KEY, SEEDS, FakeClock, replaying
+from conftest import ANNOTATIONS, CASSETTES, RECORDING, REPLAY_KEY, SEEDS, SHARED_CORPUS, FakeClock, replaying
 
 pytest.importorskip("numpy", reason="needs the themes extra: pip install 'insights[themes]'")
 pytest.importorskip("scipy", reason="needs the themes extra: pip install 'insights[themes]'")
@@ -26,9 +26,11 @@ import insights  # noqa: E402
 from insights import cli, vectors  # noqa: E402
 from insights.errors import ConfigError  # noqa: E402
 from insights.ids import digest_id  # noqa: E402
+from insights.output import insight_records  # noqa: E402
 from insights.testing.server import INVENTED_ID, FaultPlan, ReferenceServer  # noqa: E402
 from insights.theme_labels import TermIndex, ThemeLabel, citable, label_with_model, terms_of  # noqa: E402
-from insights.themes import THEME_RECIPE, Theme, collect, report_data, theme_tables, theme_text  # noqa: E402
+from insights.theme_tables import report_data, theme_tables  # noqa: E402
+from insights.themes import THEME_RECIPE, Theme, collect, theme_text  # noqa: E402
 from insights.themes_eval import DOCUMENTS, annotated_records  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -290,3 +292,48 @@ def test_records_are_the_annotations_grounded_by_the_library(records: list[dict[
     assert len(records) == annotated and len(collect(records)) == sum(r["kind"] != "champion" for r in records)
     seeds = {p.stem for p in SEEDS.glob("*.txt")}
     assert seeds <= {r["document_id"] for r in records}
+
+
+@pytest.mark.skipif(not SHARED_CORPUS.is_dir(), reason="the shared corpus is not beside the repository")
+def test_themes_over_the_shared_corpus_run(tmp_path: Path) -> None:
+    """The done-criterion run: the corpus extracted through the reference server (annotated documents
+    answer from evals/corpus, the rest with synthetic sentences), then themes twice."""
+    docs = {d.id: d for d in insights.load_corpus(SHARED_CORPUS)}
+    annotations = insights.testing.server.load_annotations(REPO / "evals" / "corpus")
+    records: list[dict[str, Any]] = []
+    with ReferenceServer(annotations) as server, _client(server.url, no_cache=True) as client:
+        for outcome in insights.extract_many(list(docs.values()), concurrency=4, client=client):
+            assert outcome.result is not None, outcome.error
+            records.extend(insight_records(outcome.document, outcome.result))
+    found = insights.themes(records)
+    assert [t.model_dump() for t in insights.themes(list(reversed(records)))] == [t.model_dump() for t in found]
+    by_id = {r["insight_id"]: r for r in records}
+    assert len(found) >= 3 and found.themed + found.not_recurring <= found.items
+    for t in found:
+        members = [by_id[i] for i in t.insight_ids]
+        assert t.n_members == len(members) and t.n_documents == len({m["document_id"] for m in members}) >= 2
+        assert t.n_countries == len({m["country"] for m in members} - {""})
+        assert t.n_years == len({m["year"] for m in members} - {None})
+        for r in t.representatives:
+            assert docs[r.document_id].text[r.start : r.end] == r.quote
+
+
+def test_cli_model_labels_replay_from_an_exported_cache(
+    tmp_path: Path, records: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in records[:80]))
+    cache, replay = tmp_path / "c.db", tmp_path / "labels-replay.jsonl"
+    monkeypatch.setenv("OPENAI_API_KEY", REPLAY_KEY)
+    with ReferenceServer(ANNOTATIONS) as server:
+        args = ["themes", str(out), "--label-with-model", "--base-url", server.url, "--cache", str(cache)]
+        assert cli.main([*args, "-o", str(tmp_path / "live.jsonl")]) == 0
+        calls = server.count
+        assert calls >= 1
+        assert cli.main(["cache", "export", str(replay), "--cache", str(cache)]) == 0
+        offline = ["themes", str(out), "--label-with-model", "--base-url", server.url, "--replay", str(replay)]
+        assert cli.main([*offline, "-o", str(tmp_path / "replayed.jsonl")]) == 0
+        assert server.count == calls  # nothing asked again
+    live = (tmp_path / "live.jsonl").read_text()
+    assert live == (tmp_path / "replayed.jsonl").read_text()
+    assert all(json.loads(x)["label_source"] == "model" for x in live.splitlines())
