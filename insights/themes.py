@@ -15,12 +15,15 @@ How a theme is made (offline, no network, no download)
 4. **Clustering.** Within a block, complete-linkage agglomerative clustering (SciPy) of the distinct
    texts on cosine distance, cut at ``1 - min_similarity``: *every two members of a theme have cosine
    similarity at least* ``min_similarity`` (default per vector method:
-   :data:`insights.vectors.DEFAULT_MIN_SIMILARITY`, 0.25 for wordllama, 0.08 for TF-IDF). A block of more than
-   :data:`MAX_BLOCK` distinct texts is clustered in consecutive slices of that size (in sorted text
-   order), so members of two slices are never grouped; a warning is logged when that happens.
+   :data:`insights.vectors.DEFAULT_MIN_SIMILARITY`, 0.25 for wordllama, 0.08 for TF-IDF). A block of
+   more than :data:`MAX_BLOCK` distinct texts is clustered in consecutive slices of that size (in sorted
+   text order), so members of two slices are never grouped; a warning is logged when that happens.
 5. **Recurrence.** A group is a theme only if its members come from at least ``min_documents``
    distinct documents (default 2): a pattern in one document is not recurring. Other groups are left out
    of the output and counted in :attr:`ThemeSet.not_recurring`.
+
+Similarities are rounded to six decimals before clustering, so the last bits of a BLAS do not decide a
+grouping; a similarity within rounding of the threshold may still group differently on another machine.
 
 What a theme says, and why it may say it
 ----------------------------------------
@@ -210,7 +213,8 @@ def _cluster(vectors: Any, max_distance: float) -> list[int]:
     sims = sims.toarray() if hasattr(sims, "toarray") else np.asarray(sims)
     dist = np.clip(1.0 - sims.astype(np.float64), 0.0, 2.0)
     np.fill_diagonal(dist, 0.0)
-    dist = (dist + dist.T) / 2.0  # exact symmetry for squareform
+    # Exact symmetry for squareform; rounding keeps another BLAS's last-bit differences from deciding.
+    dist = np.round((dist + dist.T) / 2.0, 6)
     tree = hierarchy.linkage(distance.squareform(dist, checks=False), method="complete")
     labels = hierarchy.fcluster(tree, t=max_distance, criterion="distance")
     return [int(x) for x in labels]
