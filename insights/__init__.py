@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 from .batch import Outcome, RateLimiter, extract_many
 from .cache import Cache
+from .champions import champions
 from .client import ModelClient
 from .config import Settings, resolve_settings
 from .corpus import load_corpus, scan_corpus
@@ -48,6 +49,7 @@ from .schema import (
     Provenance,
     Rejected,
 )
+from .themes import themes
 
 __all__ = [
     "AuthError",
@@ -81,6 +83,7 @@ __all__ = [
     "Settings",
     "TransportError",
     "__version__",
+    "champions",
     "export",
     "extract",
     "extract_many",
@@ -90,5 +93,6 @@ __all__ = [
     "read_records",
     "resolve_settings",
     "scan_corpus",
+    "themes",
     "to_dataframe",
 ]

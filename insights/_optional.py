@@ -8,6 +8,7 @@ unrelated project); the import name and the command stay ``insights``. Extras (`
 ``pandas``     pandas                :func:`insights.to_dataframe`
 ``datasette``  datasette             browsing an exported SQLite file (optional, only for people)
 ``report``     jinja2                ``insights report`` (:mod:`insights.report`)
+``themes``     wordllama, scikit-learn, scipy, numpy   ``insights themes`` (:mod:`insights.themes`)
 """
 
 from __future__ import annotations

@@ -309,6 +309,76 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------------- themes
+def cmd_themes(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from .champions import champions, pseudonymise_themes
+    from .output import read_jsonl, sidecar
+    from .themes import themes
+
+    started = time.perf_counter()
+    source = Path(args.input)
+    if not source.is_file():
+        raise ConfigError(f"{source}: no such output file (run insights extract first)")
+    records = list(read_jsonl(source))
+    out = Path(args.output) if args.output else sidecar(source, "themes")
+    found = themes(records, min_similarity=args.min_similarity, min_documents=args.min_documents, vectors=args.vectors)
+    entities = champions(records, undo=args.undo_merge or (), pseudonymise=args.pseudonymise_persons)
+    result = list(found)
+    if args.label_with_model:
+        result = _model_labels(args, result, records)
+    if args.pseudonymise_persons:
+        result = pseudonymise_themes(result, entities, records)
+    champions_out = sidecar(out, "champions")
+    for path, rows in ((out, result), (champions_out, entities)):
+        _write_jsonl(path, [r.model_dump(mode="json") for r in rows])
+    labels = Counter(t.label_source for t in result)
+    _say(
+        f"{len(result)} themes over {found.themed} of {found.items} insights ({found.vectors} vectors, min similarity "
+        f"{found.min_similarity:g}, at least {args.min_documents} documents); {found.not_recurring} groups from "
+        f"fewer documents left out; labels: {', '.join(f'{n} {k}' for k, n in sorted(labels.items())) or 'none'}; "
+        f"{len(entities)} champion entities, {sum(len(e.merges) for e in entities)} merges; "
+        f"wall time {time.perf_counter() - started:.1f}s"
+    )
+    _say(f"output: {out} (champions: {champions_out})")
+    return 0
+
+
+def _model_labels(args: argparse.Namespace, found: list[Any], records: list[dict[str, Any]]) -> list[Any]:
+    from .theme_labels import label_with_model
+
+    with contextlib.ExitStack() as stack:
+        settings = resolve_settings(
+            model=args.model, base_url=args.base_url, cache_path=args.cache, no_cache=args.no_cache,
+            offline=args.offline or None,
+        )  # fmt: skip
+        cache: Cache | None
+        if args.replay:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="insights-replay-")))
+            settings, cache, origin = _load_replay(Path(args.replay), settings, workdir)
+            _say(REPLAY_NOTICE.format(path=args.replay, source=origin))
+        else:
+            settings, cache = _open_cache(settings)
+        if cache is not None:
+            stack.callback(cache.close)
+        client = stack.enter_context(ModelClient(settings, cache=cache))
+        return label_with_model(found, records, client)
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` as JSON lines to ``path`` in one go (a temporary file renamed into place)."""
+    import os
+
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fp:
+            fp.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"{path}: {exc}") from exc
+
+
 # -------------------------------------------------------------------------------------------- schema
 def cmd_schema(args: argparse.Namespace) -> int:
     from .formats import json_schema
@@ -439,6 +509,46 @@ def build_parser() -> argparse.ArgumentParser:
         "--annotations", default="evals/seeds", metavar="DIR", help="annotation files (default evals/seeds)"
     )
     ev.set_defaults(func=cmd_evaluate)
+
+    th = sub.add_parser(
+        "themes",
+        help="group insights into recurring themes and resolve champions across documents",
+        description="Group the barriers, enablers and failed experiments of an output file into recurring "
+        "themes (offline: vectors from a model packaged with the 'themes' extra, or TF-IDF; complete-linkage "
+        "clustering within each kind and category), and resolve champions written differently into entities. "
+        "Writes THEMES.jsonl and THEMES.champions.jsonl. The same input gives the same output.",
+    )
+    th.add_argument("input", metavar="OUT.jsonl", help="the output of insights extract")
+    th.add_argument("-o", "--output", metavar="THEMES.jsonl", help="themes file (default: OUT.themes.jsonl)")
+    th.add_argument(
+        "--min-similarity", type=float, metavar="S",
+        help="every two members of a theme are at least this similar, cosine (default 0.25 with wordllama, "
+        "0.08 with tfidf)",
+    )  # fmt: skip
+    th.add_argument(
+        "--min-documents", type=int, default=2, metavar="N",
+        help="a theme's members come from at least N documents (default 2)",
+    )  # fmt: skip
+    th.add_argument(
+        "--vectors", choices=["auto", "wordllama", "tfidf"], default="auto",
+        help="sentence vectors (default auto: wordllama if installed, else tfidf)",
+    )  # fmt: skip
+    th.add_argument(
+        "--pseudonymise-persons", action="store_true",
+        help="replace person champions' names with stable pseudonyms in both outputs",
+    )  # fmt: skip
+    th.add_argument(
+        "--undo-merge", action="append", metavar="MERGE_ID", help="do not make this champion merge (repeatable)"
+    )
+    th.add_argument(
+        "--label-with-model", action="store_true",
+        help="one model call per theme writes its label and description, citing members (cached, logged)",
+    )  # fmt: skip
+    _model_options(th)
+    _cache_options(th)
+    th.add_argument("--offline", action="store_true", help="labels only from the cache; a miss keeps the offline label")
+    th.add_argument("--replay", metavar="FILE", help="label only from a recorded replay file (offline)")
+    th.set_defaults(func=cmd_themes)
 
     _schema_parser(sub)
     _export_parser(sub)

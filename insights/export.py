@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ._optional import require
 from .errors import ConfigError, OutputError
-from .ids import insight_id
+from .ids import line_insight_id
 from .output import ResultKey, sidecar
 from .tables import TABLES, Table, readme_rows
 
@@ -119,10 +119,7 @@ def _insight_rows(out: Path, number: int, line: dict[str, Any]) -> tuple[dict[st
         raise OutputError(
             f"{out}: line {number} is not an insight line (needs document_id, kind, statement and evidence)"
         )
-    iid = line.get("insight_id") or insight_id(
-        line["document_id"], str(line.get("content_hash", "")), str(line.get("kind", "")), line["statement"],
-        [(int(e.get("start", 0)), int(e.get("end", 0))) for e in evidence],
-    )  # fmt: skip
+    iid = line_insight_id(line)
     first = evidence[0] if evidence else {}
     row: dict[str, Any] = {
         "insight_id": iid,

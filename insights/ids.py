@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .grounding import normalize
 
@@ -57,4 +58,20 @@ def insight_id(document_id: str, content_hash: str, kind: str, statement: str, s
     ordered = sorted({(int(s), int(e)) for s, e in spans})
     return digest_id(
         "ins", [INSIGHT_RECIPE, document_id, content_hash, kind, normalize(statement), [list(p) for p in ordered]]
+    )
+
+
+def line_insight_id(line: Mapping[str, Any]) -> str:
+    """The ``insight_id`` of an output line: the one it carries, else computed by the recipe (lines written
+    before ids existed)."""
+    given = str(line.get("insight_id") or "")
+    if given:
+        return given
+    spans = [(int(e.get("start", 0)), int(e.get("end", 0))) for e in line.get("evidence") or []]
+    return insight_id(
+        str(line.get("document_id", "")),
+        str(line.get("content_hash", "")),
+        str(line.get("kind", "")),
+        str(line.get("statement", "")),
+        spans,
     )

@@ -4,7 +4,8 @@
 
 1. ``cassettes/seeds-replay.jsonl`` — the responses replayed by ``insights extract seeds/ --replay …``
    (the README's first command): an export of the cache after extracting ``seeds/``.
-2. ``cassettes/**/*.yaml`` — the vcrpy cassettes of ``tests/test_cassettes.py``.
+2. ``cassettes/**/*.yaml`` — the vcrpy cassettes of ``tests/test_cassettes.py`` and the theme-label
+   cassette of ``tests/test_themes.py``.
 3. ``cassettes/RECORDED.json`` — where they came from, and the model name the tests must ask for.
 
 Without ``OPENAI_API_KEY`` everything is recorded from the project's reference server on loopback, which
@@ -31,6 +32,8 @@ from insights.testing.server import ReferenceServer  # noqa: E402
 
 CASSETTES = REPO / "cassettes"
 REPLAY = CASSETTES / "seeds-replay.jsonl"
+#: The theme-label cassette (always from the reference server; needs the themes extra).
+THEME_CASSETTES = ["tests/test_themes.py::test_model_label_replays_from_its_cassette"]
 
 
 def record_replay_file(base_url: str, api_key: str, model: str, source: str) -> int:
@@ -72,7 +75,9 @@ def main() -> int:
     (CASSETTES / "RECORDED.json").write_text(json.dumps(recorded, indent=2) + "\n")
     env = dict(os.environ, INSIGHTS_RECORD="1")
     return subprocess.call(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cassettes.py"], cwd=REPO, env=env
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cassettes.py", *THEME_CASSETTES],
+        cwd=REPO,
+        env=env,
     )
 
 

@@ -14,8 +14,8 @@ EXPECTED = {
     "DocumentError", "DocumentInsights", "Enabler", "Evidence", "FailedExperiment", "InsightRecord",
     "InsightsError", "InvalidOutput", "ModelClient", "ModelError", "Outcome", "OutputError", "OutputRejected",
     "OutputWriter", "Provenance", "QuotaExceeded", "RateLimiter", "Rejected", "RequestRejected", "Section",
-    "Settings", "TransportError", "__version__", "extract", "extract_many", "load_corpus", "load_document",
-    "parse_document", "read_records", "resolve_settings", "export", "scan_corpus", "to_dataframe",
+    "Settings", "TransportError", "__version__", "champions", "export", "extract", "extract_many", "load_corpus",
+    "load_document", "parse_document", "read_records", "resolve_settings", "scan_corpus", "themes", "to_dataframe",
 }  # fmt: skip
 
 
