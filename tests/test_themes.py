@@ -165,7 +165,9 @@ def test_bad_arguments_and_a_missing_extra_are_config_errors(monkeypatch: pytest
         return real(name, package)
 
     monkeypatch.setattr(importlib, "import_module", no_scipy)
-    with pytest.raises(ConfigError, match=r"needs scipy: pip install 'insights\[themes\]'"):
+    with pytest.raises(
+        ConfigError, match=r"needs scipy, which is not installed: pip install 'grounded-insights\[themes\]'"
+    ):
         insights.themes(
             [{"document_id": "a", "kind": "barrier", "statement": "s", "evidence": [{"start": 0, "end": 1}]}]
         )
