@@ -200,6 +200,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     documents = load_corpus(args.paths)
     e = estimate(documents, settings, output_tokens_per_call=args.output_tokens)
     cost = "unknown (no price for this model; see --prices)" if e.cost_usd is None else f"${e.cost_usd:,.4f}"
+    batch = "unknown (no batch price; see --prices)" if e.batch_cost_usd is None else f"${e.batch_cost_usd:,.4f}"
     rows = [
         ("model", e.model),
         ("documents", f"{e.documents:,}"),
@@ -208,6 +209,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         ("input tokens", f"{e.input_tokens:,}"),
         ("output tokens (assumed)", f"{e.output_tokens:,} ({args.output_tokens} a call)"),
         ("estimated cost", cost),
+        ("estimated cost (batch)", f"{batch} with `insights batch`"),
         ("tokens saved by cleaning", f"{e.noise_tokens_saved:,} (raw {e.raw_tokens:,} → clean {e.clean_tokens:,})"),
         ("tokenizer", e.tokenizer),
         ("time", f"{time.perf_counter() - started:.2f}s, no network"),
@@ -326,7 +328,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         documents = load_corpus(args.paths)
         if not documents:
             raise DocumentError(" ".join(args.paths), "no documents found")
-        writer = stack.enter_context(OutputWriter(Path(args.output), errors=Path(args.errors) if args.errors else None))
+        errors = getattr(args, "errors", None)
+        writer = stack.enter_context(OutputWriter(Path(args.output), errors=Path(errors) if errors else None))
         done = writer.resume(documents, client.model, load_prompts().version, overwrite=False)
         todo = [d for d in documents if d.id not in done]
         limits = batchapi.Limits(requests=args.requests_per_batch)
