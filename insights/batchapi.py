@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import time
@@ -71,7 +72,8 @@ MAX_SUBMISSIONS = 3
 """How often collect sends a request that got no answer, in all, before its document is an error."""
 POLL_START_S, POLL_MAX_S = 30.0, 600.0
 """``collect --wait`` polls after this many seconds, doubling up to the maximum."""
-_RETRYABLE_CODES = frozenset({"batch_expired", "rate_limit_exceeded", "server_error", "timeout"})
+_RETRYABLE_CODES = frozenset({"rate_limit_exceeded", "server_error", "timeout"})
+_UNRUN_CODES = frozenset({"batch_expired", "batch_cancelled", "batch_failed"})
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,18 @@ class Capture:
     def _miss(self, key: str, body: bytes, document_id: str) -> None:
         self._seen.setdefault(key, Request(key, document_id, body))
 
+    @staticmethod
+    @contextlib.contextmanager
+    def quiet() -> Iterator[None]:
+        """Keep instructor from logging each expected miss at ERROR while capturing."""
+        logger = logging.getLogger("instructor")
+        level = logger.level
+        logger.setLevel(logging.CRITICAL)
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+
     def probe(self, document: Document) -> DocumentInsights | list[Request]:
         """The document's result if the cache answers every request it makes, else the requests it misses.
 
@@ -134,16 +148,17 @@ class Capture:
             InsightsError: the cached answers make the document fail (as the same answers would synchronously).
         """
         self._seen = {}
-        try:
-            return extract(document, client=self.client)
-        except CacheMiss:
-            pass
-        chunks = chunks_for(document, self.client.settings)
-        if len(chunks) > 1:  # the first miss ended that run: ask every chunk for its own
-            grounder, ledger = Grounder(document.text), CallLedger(document_id=document.id)
-            for chunk in chunks:
-                with contextlib.suppress(CacheMiss):
-                    _ground_chunk(self.client, document, chunk, grounder, ledger)
+        with self.quiet():
+            try:
+                return extract(document, client=self.client)
+            except CacheMiss:
+                pass
+            chunks = chunks_for(document, self.client.settings)
+            if len(chunks) > 1:  # the first miss ended that run: ask every chunk for its own
+                grounder, ledger = Grounder(document.text), CallLedger(document_id=document.id)
+                for chunk in chunks:
+                    with contextlib.suppress(CacheMiss):
+                        _ground_chunk(self.client, document, chunk, grounder, ledger)
         return list(self._seen.values())
 
     def close(self) -> None:
@@ -278,15 +293,17 @@ def harvest(api: BatchAPI, store: BatchStore, job: Job, into: Harvest) -> None:
             row = rows.get(str(line.get("custom_id")))
             if row is None or row.custom_id in outcomes:
                 continue
-            outcomes[row.custom_id] = _settle(client, row, line, into)
-    rest = _rest(job)
-    into.unfinished += len(rows) - len(outcomes)
+            outcomes[row.custom_id] = _settle(client, job, row, line, into)
+    into.unfinished += len(rows) - sum(1 for o in outcomes.values() if o.state != "unfinished")
     into.jobs += 1
-    store.settle(job.job, outcomes, rest=rest)
+    store.settle(job.job, outcomes, rest=_rest(job))
 
 
-def _settle(client: ModelClient, row: RequestRow, line: dict[str, Any], into: Harvest) -> Settled:
+def _settle(client: ModelClient, job: Job, row: RequestRow, line: dict[str, Any], into: Harvest) -> Settled:
     response = line.get("response")
+    error = line.get("error")
+    if response is None and isinstance(error, dict) and error.get("code") in _UNRUN_CODES:
+        return _rest(job)  # listed in the error file, but never run: the batch's fate decides
     if isinstance(response, dict) and response.get("status_code") == 200 and isinstance(response.get("body"), dict):
         try:
             tin, tout, price = client.store_batch_answer(row.key, response["body"], row.document_id)
