@@ -48,6 +48,7 @@ import logging
 import os
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,9 +57,8 @@ from . import errors
 from .batch import extract_many
 from .batchstore import TERMINAL, BatchStore, Job, RequestRow, Settled
 from .client import BatchAPI, CallLedger, ModelClient
-from .config import Settings
 from .documents import Document
-from .errors import CacheMiss, ConfigError, InsightsError, ModelError, OutputRejected
+from .errors import CacheMiss, ConfigError, ModelError, OutputRejected
 from .extract import _ground_chunk, chunks_for, extract
 from .grounding import Grounder
 from .output import OutputWriter
@@ -119,8 +119,6 @@ class Capture:
     are recorded as :class:`Request` values and never sent."""
 
     def __init__(self, client: ModelClient) -> None:
-        if client.cache is None:
-            raise ConfigError("the Batch API needs the cache (its answers are stored there): drop --no-cache")
         self.client = ModelClient(client.settings.with_(offline=True), cache=client.cache)
         self.client.endpoint = client.endpoint
         self.client.on_miss = self._miss
@@ -145,7 +143,7 @@ class Capture:
         """The document's result if the cache answers every request it makes, else the requests it misses.
 
         Raises:
-            InsightsError: the cached answers make the document fail (as the same answers would synchronously).
+            ModelError: the cached answers make the document fail (as the same answers would synchronously).
         """
         self._seen = {}
         with self.quiet():
@@ -294,8 +292,10 @@ def harvest(api: BatchAPI, store: BatchStore, job: Job, into: Harvest) -> None:
             if row is None or row.custom_id in outcomes:
                 continue
             outcomes[row.custom_id] = _settle(client, job, row, line, into)
-    into.unfinished += len(rows) - sum(1 for o in outcomes.values() if o.state != "unfinished")
+    states = Counter(o.state for o in outcomes.values())
     into.jobs += 1
+    into.failed += states["failed"]
+    into.unfinished += len(rows) - states["answered"] - states["failed"]
     store.settle(job.job, outcomes, rest=_rest(job))
 
 
@@ -307,18 +307,15 @@ def _settle(client: ModelClient, job: Job, row: RequestRow, line: dict[str, Any]
     if isinstance(response, dict) and response.get("status_code") == 200 and isinstance(response.get("body"), dict):
         try:
             tin, tout, price = client.store_batch_answer(row.key, response["body"], row.document_id)
-        except OutputRejected as exc:
-            into.failed += 1
+        except OutputRejected as exc:  # cut off, filtered, refused: not stored, as synchronously
             return Settled("failed", "OutputRejected", str(exc), 200, False)
         except ValueError as exc:
-            into.failed += 1
             return Settled("failed", "TransportError", str(exc)[:500], 200, True)
         into.answers += 1
         into.input_tokens += tin
         into.output_tokens += tout
         into.cost_usd = None if price is None or into.cost_usd is None else into.cost_usd + price
         return Settled("answered")
-    into.failed += 1
     return _failure(line)
 
 
@@ -334,12 +331,16 @@ class SubmitReport:
     jobs: list[Job] = field(default_factory=list)
 
 
+def _endpoint(client: ModelClient) -> tuple[BatchStore, BatchAPI]:
+    if client.cache is None:
+        raise ConfigError("the Batch API needs the cache (jobs and answers are kept there): drop --no-cache")
+    return BatchStore(client.cache), BatchAPI(client)
+
+
 def submit(documents: Iterable[Document], client: ModelClient, *, limits: Limits = Limits()) -> SubmitReport:
     """Submit, as batches, the requests a synchronous run of ``client`` would send for ``documents``."""
-    capture = Capture(client)
-    assert client.cache is not None
-    store, api = BatchStore(client.cache), BatchAPI(client)
-    report = SubmitReport()
+    store, api = _endpoint(client)
+    capture, report = Capture(client), SubmitReport()
     try:
         recover(api, store)
         live = store.live_keys()
@@ -348,7 +349,7 @@ def submit(documents: Iterable[Document], client: ModelClient, *, limits: Limits
             report.documents += 1
             try:
                 outcome = capture.probe(document)
-            except InsightsError:  # the cached answers fail it: collect records why
+            except ModelError:  # the cached answers fail it: collect records why
                 outcome = None
             if not isinstance(outcome, list):
                 report.ready += 1
@@ -398,6 +399,7 @@ def _finish(
     documents: list[Document],
     capture: Capture,
     api: BatchAPI,
+    store: BatchStore,
     writer: OutputWriter,
     report: CollectReport,
     *,
@@ -406,7 +408,6 @@ def _finish(
     concurrency: int,
 ) -> list[Document]:
     """One pass of the pipeline over ``documents``; return those still waiting on a batch."""
-    store = BatchStore(capture.client.cache)  # type: ignore[arg-type]
     live = store.live_keys()
     waiting: list[Document] = []
     followups: dict[str, Request] = {}
@@ -414,8 +415,11 @@ def _finish(
     for document in documents:
         try:
             outcome = capture.probe(document)
-        except InsightsError as exc:
-            _fail(writer, store, capture.client, document, exc, report)
+        except ModelError as exc:  # recorded; its answers leave the cache, as a synchronous run's would
+            writer.write_error(document, exc)
+            report.errors += 1
+            for key in store.discard(document.id, exc):
+                store.cache.delete(key)
             continue
         if isinstance(outcome, DocumentInsights):
             writer.write(document, outcome)
@@ -447,22 +451,6 @@ def _finish(
     return waiting
 
 
-def _fail(
-    writer: OutputWriter,
-    store: BatchStore,
-    client: ModelClient,
-    document: Document,
-    exc: Exception,
-    report: CollectReport,
-) -> None:
-    """A document whose answers make it fail: recorded, and its batch answers leave the cache."""
-    writer.write_error(document, exc)
-    report.errors += 1
-    for key in store.discard(document.id, exc):
-        if client.cache is not None:
-            client.cache.delete(key)
-
-
 def collect(
     documents: Sequence[Document],
     writer: OutputWriter,
@@ -487,9 +475,8 @@ def collect(
         limits: of follow-up input files.
         say: receives one line per harvested job.
     """
+    store, api = _endpoint(client)
     capture = Capture(client)
-    assert client.cache is not None
-    store, api = BatchStore(client.cache), BatchAPI(client)
     report, todo, delay, first = CollectReport(), list(documents), poll, True
     try:
         while True:
@@ -500,7 +487,7 @@ def collect(
                 say(f"harvested {job.batch_id} ({job.status}): {report.harvest.answers - before} answers")
             if finished or first:
                 todo = _finish(
-                    todo, capture, api, writer, report,
+                    todo, capture, api, store, writer, report,
                     limits=limits, sync_reasks=sync_reasks, concurrency=concurrency,
                 )  # fmt: skip
                 first = False
@@ -519,42 +506,15 @@ def collect(
 def cancel(client: ModelClient, batch_ids: Sequence[str] = ()) -> list[Job]:
     """Ask the endpoint to cancel the given batches (default: every running one of this endpoint).
     ``collect`` then harvests what they finished; their unfinished requests are recorded as errors."""
-    if client.cache is None:
-        raise ConfigError("the Batch API needs the cache: drop --no-cache")
-    store, api = BatchStore(client.cache), BatchAPI(client)
+    store, api = _endpoint(client)
     jobs = refresh(api, store)
     chosen = [j for j in jobs if j.batch_id and j.status not in TERMINAL and (not batch_ids or j.batch_id in batch_ids)]
     for job in chosen:
-        store.refresh(job.job, api.cancel(job.batch_id))  # type: ignore[arg-type]
+        store.refresh(job.job, api.cancel(str(job.batch_id)))
     return [j for j in store.jobs(client.endpoint) if j.job in {c.job for c in chosen}]
 
 
 def status(client: ModelClient) -> list[Job]:
     """Every job of this endpoint, refreshed from the API."""
-    if client.cache is None:
-        raise ConfigError("the Batch API needs the cache: drop --no-cache")
-    return refresh(BatchAPI(client), BatchStore(client.cache))
-
-
-__all__ = [
-    "MAX_FILE_BYTES",
-    "MAX_REQUESTS_PER_FILE",
-    "MAX_SUBMISSIONS",
-    "Capture",
-    "CollectReport",
-    "Harvest",
-    "Limits",
-    "Request",
-    "Settings",
-    "SubmitReport",
-    "batch_url",
-    "cancel",
-    "collect",
-    "harvest",
-    "recover",
-    "refresh",
-    "send",
-    "split",
-    "status",
-    "submit",
-]
+    store, api = _endpoint(client)
+    return refresh(api, store)

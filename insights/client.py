@@ -357,6 +357,8 @@ class ModelClient:
         """Close the HTTP client and, if this client opened it, the cache."""
         if self._openai is not None:
             self._openai.close()
+        if self._body_sdk is not None:
+            self._body_sdk.close()
         if self._owns_cache and self.cache is not None:
             self.cache.close()
 

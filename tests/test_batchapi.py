@@ -260,13 +260,14 @@ def test_cli_status_lists_the_batches(tmp_path, srv, seeds, monkeypatch, capsys)
 # ================================================================================== 3. failures
 def test_ten_percent_failed_requests_end_in_the_output_or_the_errors_file(tmp_path, srv, seeds):
     docs = seeds + small_docs(45)
+    srv.plan = FaultPlan(script={d.id: ["hallucinate"] for d in docs[10:14]})  # and 4 re-asks
     srv.batches.plan = BatchPlan(fail_rate=0.1, seed=3)
     out, report = batch_run(srv, docs, tmp_path / "out.jsonl")
     done, failed = set(out.ledger()), set(out.error_records())
     assert done | failed == {d.id for d in docs} and not done & failed  # every document, exactly once
-    assert report.harvest.failed >= 4 and report.followup_requests >= report.harvest.failed
-    for record in out.error_records().values():  # a request that failed three times, if any
-        assert record["attempts"] == 3 and record["error_type"] == "TransportError"
+    # 5 of the 50 first requests failed and went out again with the 4 re-asks; 1 of those 9 failed, went again.
+    assert report.harvest.failed == 6 and report.followup_requests == 10 and report.harvest.jobs == 3
+    assert failed == set() and report.done == 50
     # Nothing paid twice: every request that ran, ran once, and each key was answered once.
     ran = Counter(json.dumps(r["body"]) for r in batch_requests(srv))
     with Cache(tmp_path / "batch.db") as cache:

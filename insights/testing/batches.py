@@ -57,10 +57,11 @@ _CREATED = 1_700_000_000
 class BatchPlan:
     """The Batch API's faults.
 
-    ``fail_rate``: that share of lines, chosen from ``sha256(seed, batch id, custom_id)``, fails with
-    ``fail_status`` (in the error file). ``expire``: a batch expires when it leaves ``in_progress``, after only
-    the first ``partial`` share of its lines ran (the rest are ``batch_expired`` in the error file); a
-    cancelled batch also runs that share. ``max_requests``/``max_bytes``: the input file limits.
+    ``fail_rate``: exactly that share of a batch's lines (rounded), the lowest by ``sha256(seed, batch id, line
+    number)``, fails with ``fail_status`` (in the error file). ``expire``: a batch expires when it leaves
+    ``in_progress``, after only the first ``partial`` share of its lines ran (the rest are ``batch_expired`` in
+    the error file); a cancelled batch also runs that share. ``max_requests``/``max_bytes``: the input file
+    limits.
     """
 
     fail_rate: float = 0.0
@@ -71,10 +72,13 @@ class BatchPlan:
     max_requests: int = 50_000
     max_bytes: int = 200_000_000
 
-    def fails(self, batch_id: str, custom_id: str) -> bool:
-        """Whether this line of this batch fails (deterministic)."""
-        digest = hashlib.sha256(f"{self.seed}\0{batch_id}\0{custom_id}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2.0**64 < self.fail_rate
+    def failing(self, batch_id: str, lines: int) -> set[int]:
+        """The (0-based) lines of a batch of ``lines`` lines that fail (deterministic)."""
+
+        def draw(line: int) -> bytes:
+            return hashlib.sha256(f"{self.seed}\0{batch_id}\0{line}".encode()).digest()
+
+        return set(sorted(range(lines), key=draw)[: round(lines * self.fail_rate)])
 
 
 @dataclass
@@ -292,6 +296,7 @@ class BatchService:
         ran = len(lines) if share >= 1.0 else int(len(lines) * share)
         output: list[bytes] = []
         errors: list[bytes] = []
+        failing = self.plan.failing(batch.id, len(lines))
         for index, line in enumerate(lines):
             custom_id = line["custom_id"]
             ident = "batch_req_" + hashlib.sha256(f"{batch.id}\0{custom_id}".encode()).hexdigest()[:24]
@@ -301,7 +306,7 @@ class BatchService:
                           "error": {"code": unrun, "message": message}}  # fmt: skip
                 errors.append(_line(record))
                 continue
-            if self.plan.fails(batch.id, custom_id):
+            if index in failing:
                 status, body = self.plan.fail_status, _error(self.plan.fail_status, "The server had an error.")[1]
             else:
                 status, body = self._answer(line["body"], batch.id)
