@@ -1,4 +1,4 @@
-"""The ``insights`` command: extract, estimate, schema, cache.
+"""The ``insights`` command: extract, estimate, evaluate, schema, export, batch, cache.
 
 Exit codes: 0 success; 1 some documents failed (see the errors file); 2 bad usage, settings or input;
 3 the run was stopped by a fatal error (wrong key, no access, no quota); 130 interrupted.

@@ -17,6 +17,11 @@ Completions that end in ``length``, ``content_filter`` or a refusal raise
 :class:`~insights.errors.OutputRejected` and are never cached. When a document fails, extraction calls
 :meth:`ModelClient.discard` to remove the completions its calls stored, so a failure is never replayed
 from the cache.
+
+For the Batch API (:mod:`insights.batchapi`): in *capture mode* (``on_miss`` set, offline) a miss hands the
+request's key and the exact body the SDK would POST to ``on_miss`` instead of sending anything;
+:meth:`ModelClient.store_batch_answer` caches a batch answer as :meth:`ModelClient._send` caches a synchronous
+one; :class:`BatchAPI` wraps the Files and Batches endpoints.
 """
 
 from __future__ import annotations
@@ -242,7 +247,7 @@ class ModelClient:
         self.sleep = sleep
         self.before_request = before_request
         #: Capture mode (:mod:`insights.batchapi`): when set and offline, a cache miss calls
-        #: ``on_miss(key, body, document_id)`` with the exact bytes the SDK would POST, instead of logging it.
+        #: ``on_miss(key, body, document_id)`` with the exact bytes the SDK would POST; nothing is logged.
         self.on_miss: Callable[[str, bytes, str], None] | None = None
         self._body_sdk: Any = None
         self.prices: dict[str, Price] = load_prices(self.settings.prices_path)
@@ -495,7 +500,8 @@ class ModelClient:
         self._log(CallRecord(ledger.document_id, self.model, key, cached, tin, tout, latency, price))
 
     def _log(self, record: CallRecord) -> None:
-        if self.cache is not None:
+        # Capture mode only reads what a batch answered (logged once, at its batch price): not a call.
+        if self.cache is not None and self.on_miss is None:
             self.cache.log_call(record)
 
     # ---------------------------------------------------------------------------- Batch API support

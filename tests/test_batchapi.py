@@ -481,8 +481,9 @@ def test_cli_round_trip_reports_batch_prices(tmp_path, srv, monkeypatch, capsys)
     assert float(h[2]) == pytest.approx(float(h[3]) / 2, abs=1e-4) and tin > 10_000
     assert "done 5, failed 0" in err
     with Cache(tmp_path / "b.db") as cache:
-        spent = cache.stats().cost_spent_usd
-    assert spent == pytest.approx(float(h[2]), abs=1e-4)  # the call log holds the batch price too
+        stats = cache.stats()
+    assert stats.cost_spent_usd == pytest.approx(float(h[2]), abs=1e-4)  # the call log holds the batch price
+    assert stats.calls == 5 and stats.hits == 0  # one entry per answer; reading it back is not a call
 
 
 def re_search(pattern: str, text: str) -> tuple[str, ...]:
