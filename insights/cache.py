@@ -1,6 +1,6 @@
 """The response cache and the call log, in one SQLite database file.
 
-Two tables live in the file:
+Two tables live in the file (and the Batch API's jobs, :mod:`insights.batchstore`):
 
 * ``responses``: one row per distinct request, holding the raw ``chat.completion`` JSON the endpoint
   returned, the model, token counts, latency and when it was stored. Only successful answers are
@@ -203,7 +203,51 @@ def m001_initial(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS calls_document_id ON calls (document_id)")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (m001_initial,)
+def m002_batch_jobs(conn: sqlite3.Connection) -> None:
+    """The Batch API's jobs and the requests each carries (see :mod:`insights.batchstore`)."""
+    conn.execute(
+        """
+        CREATE TABLE IF NOT EXISTS batch_jobs (
+            job            TEXT PRIMARY KEY,
+            batch_id       TEXT,
+            input_file_id  TEXT,
+            endpoint       TEXT NOT NULL,
+            model          TEXT NOT NULL,
+            status         TEXT NOT NULL,
+            requests       INTEGER NOT NULL,
+            completed      INTEGER NOT NULL DEFAULT 0,
+            failed         INTEGER NOT NULL DEFAULT 0,
+            output_file_id TEXT,
+            error_file_id  TEXT,
+            errors         TEXT NOT NULL DEFAULT '',
+            owner_pid      INTEGER NOT NULL,
+            created_at     TEXT NOT NULL,
+            updated_at     TEXT NOT NULL,
+            collected      INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    conn.execute(
+        """
+        CREATE TABLE IF NOT EXISTS batch_requests (
+            job         TEXT NOT NULL,
+            custom_id   TEXT NOT NULL,
+            key         TEXT NOT NULL,
+            document_id TEXT NOT NULL,
+            state       TEXT NOT NULL,
+            error_type  TEXT NOT NULL DEFAULT '',
+            error       TEXT NOT NULL DEFAULT '',
+            status      INTEGER,
+            retryable   INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (job, custom_id)
+        )
+        """
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS batch_requests_key ON batch_requests (key)")
+    conn.execute("CREATE INDEX IF NOT EXISTS batch_requests_document ON batch_requests (document_id)")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (m001_initial, m002_batch_jobs)
 """Every migration, in the order it is applied; each is recorded by its function name."""
 
 
@@ -424,6 +468,17 @@ class Cache:
             return result
 
         return self._run(transaction)
+
+    def query(self, operation: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run a read on this thread's connection (``database is locked`` retried; errors as ``CacheError``).
+
+        For modules that keep their own tables in this file (:mod:`insights.batchstore`).
+        """
+        return self._run(operation)
+
+    def transaction(self, operation: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``operation`` in one write transaction: all of it is stored, or none."""
+        return self._write(operation)
 
     # -- the response cache ---------------------------------------------------------------------
 

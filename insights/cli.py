@@ -1,4 +1,4 @@
-"""The ``insights`` command: extract, estimate, evaluate, report, schema, cache.
+"""The ``insights`` command: extract, estimate, evaluate, schema, export, report, themes, batch, cache.
 
 Exit codes: 0 success; 1 some documents failed or some files could not be read (see the errors file);
 2 bad usage, settings or input, or the output is held by another run or holds another model's results
@@ -251,6 +251,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     documents = load_corpus(args.paths)
     e = estimate(documents, settings, output_tokens_per_call=args.output_tokens)
     cost = "unknown (no price for this model; see --prices)" if e.cost_usd is None else f"${e.cost_usd:,.4f}"
+    batch = "unknown (no batch price; see --prices)" if e.batch_cost_usd is None else f"${e.batch_cost_usd:,.4f}"
     rows = [
         ("model", e.model),
         ("documents", f"{e.documents:,}"),
@@ -259,6 +260,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         ("input tokens", f"{e.input_tokens:,}"),
         ("output tokens (assumed)", f"{e.output_tokens:,} ({args.output_tokens} a call)"),
         ("estimated cost", cost),
+        ("estimated cost (batch)", f"{batch} with `insights batch`"),
         ("tokens saved by cleaning", f"{e.noise_tokens_saved:,} (raw {e.raw_tokens:,} → clean {e.clean_tokens:,})"),
         ("tokenizer", e.tokenizer),
         ("time", f"{time.perf_counter() - started:.2f}s, no network"),
@@ -397,6 +399,167 @@ def cmd_export(args: argparse.Namespace) -> int:
     rows = ", ".join(f"{name} {n:,}" for name, n in result.rows.items() if name != "readme")
     _say(f"wrote {result.path} ({result.format}): {rows}")
     return 0
+
+
+# --------------------------------------------------------------------------------------------- batch
+BATCH_HELP = """\
+The OpenAI Batch API: half the price, no rate limits, answers within 24 hours.
+
+  insights batch submit PATH... -o OUT.jsonl            send the requests a run would make, as batches
+  insights batch status                                 where the batches are
+  insights batch collect PATH... -o OUT.jsonl [--wait]  store the answers and write OUT.jsonl
+  insights batch cancel [BATCH_ID...]                   cancel running batches
+
+submit sends exactly the requests `insights extract` would send for the documents not yet in OUT.jsonl;
+answers already in the cache are not asked for again, and requests already in a running batch are not
+sent twice. Jobs are kept in the cache file, so status and collect work after a crash, a reboot or on
+another day. collect stores each answer in the cache as a synchronous call would and runs the normal
+pipeline from it (grounding, OUT.jsonl, its ledger and errors file); answers that need a re-ask go into a
+follow-up batch (or are sent at once with --sync-reasks); requests that failed or were left unrun by an
+expired batch are sent again (3 times at most), the rest are recorded in OUT.errors.jsonl. With --wait,
+collect polls until every document is in the output or the errors file. Costs are at batch prices.
+Works with OpenAI, and with Azure OpenAI's v1 API through --base-url (a Global Batch deployment).
+"""
+
+
+def _batch_client(args: argparse.Namespace, stack: contextlib.ExitStack) -> ModelClient:
+    settings = resolve_settings(
+        model=args.model, base_url=args.base_url, cache_path=args.cache, max_retries=args.max_retries,
+        reasks=getattr(args, "reasks", None), chunk_chars=getattr(args, "chunk_chars", None), prices_path=args.prices,
+    )  # fmt: skip
+    if settings.offline or settings.cache_path is None:
+        raise ConfigError("the Batch API needs the network and the cache: unset INSIGHTS_OFFLINE / INSIGHTS_NO_CACHE")
+    cache = Cache(settings.cache_path)
+    stack.callback(cache.close)
+    return stack.enter_context(ModelClient(settings, cache=cache))
+
+
+def _jobs_table(jobs: Sequence[Any]) -> None:
+    print(f"{'batch':<24} {'status':<11} {'requests':>8} {'done':>6} {'failed':>6}  {'created':<25} collected")
+    for j in jobs:
+        print(
+            f"{j.batch_id or '(' + j.job + ')':<24} {j.status:<11} {j.requests:>8,} {j.completed:>6,} {j.failed:>6,}"
+            f"  {j.created_at:<25} {'yes' if j.collected else 'no'}"
+        )
+        if j.errors:
+            print(f"    {j.errors}")
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from . import batchapi
+    from .batchstore import BatchStore
+    from .pricing import cost
+
+    with contextlib.ExitStack() as stack:
+        client = _batch_client(args, stack)
+        if args.action == "status":
+            jobs = batchapi.status(client)
+            _jobs_table(jobs)
+            assert client.cache is not None
+            states = BatchStore(client.cache).counts()
+            print("requests: " + (", ".join(f"{n:,} {state}" for state, n in sorted(states.items())) or "none"))
+            return 0
+        if args.action == "cancel":
+            _jobs_table(batchapi.cancel(client, args.batch_ids))
+            return 0
+        documents = load_corpus(args.paths)
+        if not documents:
+            raise DocumentError(" ".join(args.paths), "no documents found")
+        errors = getattr(args, "errors", None)
+        writer = stack.enter_context(OutputWriter(Path(args.output), errors=Path(errors) if errors else None))
+        done = writer.resume(documents, client.model, load_prompts().version, overwrite=False)
+        todo = [d for d in documents if d.id not in done]
+        limits = batchapi.Limits(requests=args.requests_per_batch)
+        if args.action == "submit":
+            sub = batchapi.submit(todo, client, limits=limits)
+            _say(
+                f"{sub.documents} document(s) to do ({len(done)} already in the output): {sub.requests:,} request(s) "
+                f"sent in {len(sub.jobs)} batch(es); {sub.live:,} already in a running batch; {sub.ready} "
+                "document(s) answered by the cache already"
+            )
+            _jobs_table(sub.jobs)
+            _say(f"then: insights batch collect {' '.join(args.paths)} -o {args.output} [--wait]")
+            return 0
+        writer.start_errors()
+        say = (lambda message: None) if args.quiet else _say
+        report = batchapi.collect(
+            todo, writer, client, wait=args.wait, poll=args.poll, sync_reasks=args.sync_reasks, limits=limits,
+            concurrency=args.concurrency, say=say,
+        )  # fmt: skip
+    h = report.harvest
+    spent = "unknown (no batch price for this model)" if h.cost_usd is None else f"${h.cost_usd:.4f}"
+    sync = cost(client.model, h.input_tokens, h.output_tokens, client.prices)
+    _say(
+        f"harvested {h.jobs} batch(es): {h.answers:,} answers, {h.failed:,} failed, {h.unfinished:,} unrun; "
+        f"tokens in {h.input_tokens:,} out {h.output_tokens:,}; cost at batch prices {spent}"
+        + ("" if sync is None else f" (synchronously ${sync:.4f})")
+    )
+    _say(
+        f"done {report.done}, failed {report.errors}, skipped {len(done)} (already in the output), waiting "
+        f"{report.waiting}; follow-up: {report.followup_requests:,} request(s) in {report.followup_jobs} batch(es)"
+        + (
+            f"; {report.sync_documents} finished synchronously (${report.sync_cost_usd:.4f})"
+            if args.sync_reasks
+            else ""
+        )
+    )
+    _say(f"output: {writer.out} (documents: {writer.documents}, errors: {writer.errors})")
+    if report.waiting:
+        _say(f"{report.waiting} document(s) wait on running batches: run the same command again later, or add --wait")
+    return EXIT_FAILED if report.errors else 0
+
+
+def _batch_parser(sub: Any) -> None:
+    ba = sub.add_parser(
+        "batch",
+        help="extract through the OpenAI Batch API (half the price; submit, status, collect)",
+        description=BATCH_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = ba.add_subparsers(dest="action", required=True, metavar="ACTION")
+    submit = actions.add_parser(
+        "submit",
+        help="send the requests a run would make, as batches",
+        description="Send, as batches, the requests `insights extract` would send.",
+    )
+    status = actions.add_parser("status", help="refresh and list the batches of this endpoint")
+    collect = actions.add_parser(
+        "collect",
+        help="store finished batches' answers and write the output",
+        description="Harvest finished batches into the cache, then write OUT.jsonl from it as `insights extract` "
+        "would; re-asks go into a follow-up batch, failed requests are sent again or recorded as errors.",
+    )
+    cancel = actions.add_parser("cancel", help="cancel running batches (collect harvests what they finished)")
+    cancel.add_argument("batch_ids", nargs="*", metavar="BATCH_ID", help="batches to cancel (default: all running)")
+    for p in (submit, collect):
+        p.add_argument("paths", nargs="+", metavar="PATH", help="files, folders (searched recursively) or globs")
+        p.add_argument("-o", "--output", required=True, metavar="OUT.jsonl", help="the run's output (resumable)")
+        p.add_argument("--chunk-chars", type=int, metavar="N", help="chunk size (default 24000)")
+        p.add_argument("--reasks", type=int, metavar="N", help="re-asks after an invalid answer (default 2)")
+        p.add_argument(
+            "--requests-per-batch",
+            type=int,
+            default=50_000,
+            metavar="N",
+            help="lines per batch input file (default and API maximum 50000; files stay under 200 MB)",
+        )
+    collect.add_argument("--errors", metavar="FILE", help="error records (default: OUT.errors.jsonl)")
+    collect.add_argument("--wait", action="store_true", help="poll until every document is done or failed")
+    collect.add_argument("--poll", type=float, default=30.0, metavar="S",
+                         help="first wait between polls, doubling up to 10 minutes (default 30)")  # fmt: skip
+    collect.add_argument("--sync-reasks", action="store_true",
+                         help="send re-asks at once (synchronous price) instead of in a follow-up batch")  # fmt: skip
+    collect.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N",
+                         help="documents in flight for --sync-reasks")  # fmt: skip
+    collect.add_argument("-q", "--quiet", action="store_true", help="no line per harvested batch")
+    for p in (submit, status, collect, cancel):
+        _model_options(p)
+        p.add_argument(
+            "--cache", metavar="PATH", help="cache file, which also holds the jobs (default: INSIGHTS_CACHE)"
+        )
+        p.add_argument("--max-retries", type=int, metavar="N", help="transport retries per API call (default 4)")
+        p.add_argument("--prices", metavar="FILE", help="JSON price table (see insights/pricing.py)")
+    ba.set_defaults(func=cmd_batch)
 
 
 # --------------------------------------------------------------------------------------------- cache
@@ -553,6 +716,7 @@ def build_parser() -> argparse.ArgumentParser:
     _schema_parser(sub)
     _export_parser(sub)
     _report_parser(sub)
+    _batch_parser(sub)
 
     ca = sub.add_parser(
         "cache",

@@ -17,6 +17,11 @@ Completions that end in ``length``, ``content_filter`` or a refusal raise
 :class:`~insights.errors.OutputRejected` and are never cached. When a document fails, extraction calls
 :meth:`ModelClient.discard` to remove the completions its calls stored, so a failure is never replayed
 from the cache.
+
+For the Batch API (:mod:`insights.batchapi`): in *capture mode* (``on_miss`` set, offline) a miss hands the
+request's key and the exact body the SDK would POST to ``on_miss`` instead of sending anything;
+:meth:`ModelClient.store_batch_answer` caches a batch answer as :meth:`ModelClient._send` caches a synchronous
+one; :class:`BatchAPI` wraps the Files and Batches endpoints.
 """
 
 from __future__ import annotations
@@ -245,6 +250,10 @@ class ModelClient:
         self._cache_off = False  # set when the cache could not be used (a full disk): see _cache_failed
         self.sleep = sleep
         self.before_request = before_request
+        #: Capture mode (:mod:`insights.batchapi`): when set and offline, a cache miss calls
+        #: ``on_miss(key, body, document_id)`` with the exact bytes the SDK would POST; nothing is logged.
+        self.on_miss: Callable[[str, bytes, str], None] | None = None
+        self._body_sdk: Any = None
         self.prices: dict[str, Price] = load_prices(self.settings.prices_path)
         self._rng = random.Random()
         self._lock = threading.Lock()
@@ -362,6 +371,8 @@ class ModelClient:
         """Close the HTTP client and, if this client opened it, the cache."""
         if self._openai is not None:
             self._openai.close()
+        if self._body_sdk is not None:
+            self._body_sdk.close()
         if self._owns_cache and self.cache is not None:
             self.cache.close()
 
@@ -415,7 +426,10 @@ class ModelClient:
                     self._account(ledger, key, completion, 0.0, cached=True)
                     return completion
         if self.settings.offline:
-            self._log(CallRecord(doc, self.model, key, cached=False, status="CacheMiss", error="offline"))
+            if self.on_miss is not None:
+                self.on_miss(key, self.request_body(request), doc)
+            else:
+                self._log(CallRecord(doc, self.model, key, cached=False, status="CacheMiss", error="offline"))
             where = self.cache.path if self.cache is not None else "no cache (--no-cache)"
             raise CacheMiss(
                 f"{doc or 'request'}: offline, and {where} has no answer for this request "
@@ -477,7 +491,7 @@ class ModelClient:
         self._account(ledger, key, completion, latency, cached=False)
         return completion
 
-    def _openai_create(self, request: dict[str, Any]) -> Any:
+    def _openai_create(self, request: dict[str, Any], sdk: Any = None) -> Any:
         # The tool schema goes in ``extra_body``, which the SDK sends as given: as a typed parameter it
         # is walked node by node on every request (about 2 ms of CPU, the largest cost under the GIL).
         # The JSON sent is the same apart from key order.
@@ -485,7 +499,7 @@ class ModelClient:
         params = {k: v for k, v in request.items() if k not in body}
         if body:
             params["extra_body"] = {**params.get("extra_body", {}), **body}
-        return self.openai().chat.completions.create(**params)
+        return (sdk or self.openai()).chat.completions.create(**params)
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -509,7 +523,8 @@ class ModelClient:
 
     def _log(self, record: CallRecord) -> None:
         cache = self._live_cache()
-        if cache is not None:
+        # Capture mode only reads what a batch answered (logged once, at its batch price): not a call.
+        if cache is not None and self.on_miss is None:
             try:
                 cache.log_call(record)
             except CacheError as exc:
@@ -525,6 +540,131 @@ class ModelClient:
             first, self._cache_off = not self._cache_off, True
         if first:
             log.warning("%s; continuing without the cache (answers are no longer stored, nor read from it)", exc)
+
+    # ---------------------------------------------------------------------------- Batch API support
+    def request_body(self, request: dict[str, Any]) -> bytes:
+        """The exact bytes the SDK would POST for ``request``, built by the SDK itself; nothing is sent."""
+        with self._lock:
+            if self._body_sdk is None:
+                self._body_sdk = _BodyRecorder(api_key="not-sent", base_url="http://127.0.0.1/v1", max_retries=0)
+        try:
+            self._openai_create(request, sdk=self._body_sdk)
+        except _Body as captured:
+            return captured.body
+        raise AssertionError("the SDK sent nothing")  # pragma: no cover
+
+    def store_batch_answer(self, key: str, response: dict[str, Any], document_id: str) -> tuple[int, int, float | None]:
+        """Cache a Batch API answer under ``key`` exactly as :meth:`_send` caches a synchronous one, and log the
+        call at batch prices (latency 0: the wait was the batch's). Returns (input tokens, output tokens, cost).
+
+        Raises:
+            OutputRejected: cut off, filtered or refused (never cached, as for a synchronous answer).
+            ValueError: ``response`` is not a chat completion.
+        """
+        from openai.types.chat import ChatCompletion
+
+        try:
+            completion = ChatCompletion.model_validate(response)
+        except ValidationError as exc:
+            raise ValueError(f"not a chat completion: {exc}") from None
+        _check_finish(completion, 1)
+        tin, tout = _tokens(completion, "prompt_tokens"), _tokens(completion, "completion_tokens")
+        if self.cache is not None:
+            self.cache.put(
+                key, response=completion.model_dump(mode="json"), model=self.model,
+                input_tokens=tin, output_tokens=tout, latency_s=0.0,
+            )  # fmt: skip
+        price = cost(self.model, tin, tout, self.prices, batch=True)
+        self._log(CallRecord(document_id, self.model, key, cached=False, input_tokens=tin, output_tokens=tout,
+                             cost_usd=price, status="ok"))  # fmt: skip
+        return tin, tout, price
+
+
+class _Body(Exception):
+    """Internal: the request body the SDK was about to send."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__("request body captured")
+        self.body = body
+
+
+class _BodyRecorder(openai.OpenAI):
+    """An SDK client that builds every request as usual and raises :class:`_Body` instead of sending it."""
+
+    def _prepare_request(self, request: Any) -> None:
+        raise _Body(bytes(request.content))
+
+
+class BatchAPI:
+    """The Files and Batches endpoints of a client's endpoint (OpenAI, Azure OpenAI's v1 API, the reference
+    server), returning plain JSON values. Transient failures are retried as :meth:`ModelClient._send` retries
+    them; the rest raise the library's :class:`~insights.errors.ModelError` subclasses.
+    """
+
+    def __init__(self, client: ModelClient) -> None:
+        self.client = client
+
+    def upload(self, name: str, data: bytes) -> str:
+        """Upload a batch input file; return its id."""
+        return str(self._call(lambda sdk: sdk.files.create(file=(name, data), purpose="batch")).id)
+
+    def create(self, input_file_id: str, *, endpoint: str, metadata: dict[str, str]) -> dict[str, Any]:
+        """Create a batch over an uploaded file (completion window 24 h)."""
+        return _plain(self._call(lambda sdk: sdk.batches.create(
+            input_file_id=input_file_id, endpoint=endpoint, completion_window="24h", metadata=metadata)))  # fmt: skip
+
+    def retrieve(self, batch_id: str) -> dict[str, Any]:
+        """A batch's current state."""
+        return _plain(self._call(lambda sdk: sdk.batches.retrieve(batch_id)))
+
+    def cancel(self, batch_id: str) -> dict[str, Any]:
+        """Ask the endpoint to cancel a batch (it passes through ``cancelling``)."""
+        return _plain(self._call(lambda sdk: sdk.batches.cancel(batch_id)))
+
+    def list(self, *, limit: int = 100, max_pages: int = 20) -> list[dict[str, Any]]:
+        """The most recent batches, newest first (at most ``max_pages`` pages of ``limit``)."""
+        found: list[dict[str, Any]] = []
+        page = self._call(lambda sdk: sdk.batches.list(limit=limit))
+        for _ in range(max_pages):
+            found.extend(_plain(item) for item in page.data)
+            if not page.has_next_page():
+                break
+            page = self._call(functools.partial(_next_page, page))
+        return found
+
+    def content(self, file_id: str) -> bytes:
+        """The bytes of a file (a batch's output or error file)."""
+        return bytes(self._call(lambda sdk: sdk.files.content(file_id)).content)
+
+    def _call(self, operation: Callable[[Any], Any]) -> Any:
+        client, attempts = self.client, 0
+
+        def once() -> Any:
+            nonlocal attempts
+            attempts += 1
+            try:
+                return operation(client.openai())
+            except openai.OpenAIError as exc:
+                mapped = classify(exc, attempts)
+                raise mapped from exc
+
+        retrying = Retrying(
+            stop=stop_after_attempt(client.settings.max_retries + 1), wait=client._wait,
+            retry=retry_if_exception(lambda e: isinstance(e, _Retryable)), sleep=client.sleep, reraise=True,
+        )  # fmt: skip
+        try:
+            return retrying(once)
+        except _Retryable as exc:
+            exc.error.attempts = attempts
+            raise exc.error from exc.__cause__
+
+
+def _next_page(page: Any, sdk: Any) -> Any:
+    return page.get_next_page()
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    return obj.model_dump(mode="json") if isinstance(obj, BaseModel) else dict(obj)
 
 
 def _tokens(completion: Any, name: str) -> int:

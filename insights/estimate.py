@@ -3,7 +3,7 @@
 No network: the prompts are rendered exactly as a run would send them and counted with tiktoken when it
 is installed and its encoding is available offline, otherwise with a characters/4 approximation (the
 report says which). Output tokens cannot be known in advance; an assumed number per call is used and
-reported.
+reported. The cost is given at synchronous prices and at Batch API prices (``insights batch``).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class Estimate:
     input_tokens: int
     output_tokens: int
     cost_usd: float | None
+    batch_cost_usd: float | None
     raw_tokens: int
     clean_tokens: int
 
@@ -86,6 +87,7 @@ def estimate(
         # Raw size is only known in characters; scale by this document's own chars-per-token.
         raw += round(document.raw_chars * clean_tokens / max(1, len(document.text)))
     output_tokens = chunks * output_tokens_per_call
+    prices = load_prices(settings.prices_path)
     return Estimate(
         model=settings.model,
         tokenizer=name,
@@ -94,7 +96,8 @@ def estimate(
         calls=chunks,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        cost_usd=cost(settings.model, input_tokens, output_tokens, load_prices(settings.prices_path)),
+        cost_usd=cost(settings.model, input_tokens, output_tokens, prices),
+        batch_cost_usd=cost(settings.model, input_tokens, output_tokens, prices, batch=True),
         raw_tokens=raw,
         clean_tokens=clean,
     )

@@ -2,14 +2,17 @@
 
 :data:`DEFAULT_PRICES` holds list prices in USD per 1 million tokens (input, output) for a few common
 OpenAI models. They are **estimates as of writing** (2025) and will drift: providers change prices,
-and batch, cached-input or negotiated prices differ. Override or extend them with a JSON file::
+and cached-input or negotiated prices differ. Each entry also has the **Batch API** price
+(``batch_input``, ``batch_output``): half the synchronous price for OpenAI's models, as OpenAI lists it.
+Override or extend them with a JSON file::
 
-    {"gpt-4o-mini": {"input": 0.15, "output": 0.60},
+    {"gpt-4o-mini": {"input": 0.15, "output": 0.60, "batch_input": 0.075, "batch_output": 0.30},
      "my-azure-deployment": {"input": 2.50, "output": 10.00},
      "llama3": {"input": 0, "output": 0}}
 
 passed to :func:`load_prices` (the ``INSIGHTS_PRICES`` setting names such a file). Entries in the
-file replace or add to the defaults; the rest of the defaults stay.
+file replace or add to the defaults; the rest of the defaults stay. An entry without batch prices has
+none (``cost(..., batch=True)`` is ``None``): the library does not guess a discount.
 
 A model name is priced by its exact entry, else by the longest known name it starts with (so
 ``gpt-4o-mini-2024-07-18`` is priced as ``gpt-4o-mini``, not ``gpt-4o``). Unknown models, such as
@@ -26,24 +29,34 @@ from typing import Any, Mapping
 
 from .errors import ConfigError
 
-__all__ = ["DEFAULT_PRICES", "Price", "cost", "load_prices", "lookup"]
+__all__ = ["BATCH_DISCOUNT", "DEFAULT_PRICES", "Price", "cost", "load_prices", "lookup"]
 
 
 @dataclass(frozen=True)
 class Price:
-    """USD per 1 million tokens."""
+    """USD per 1 million tokens: synchronous, and through the Batch API (``None``: not known)."""
 
     input: float
     output: float
+    batch_input: float | None = None
+    batch_output: float | None = None
+
+
+BATCH_DISCOUNT = 0.5
+"""OpenAI's Batch API price as a fraction of the synchronous one (50 % off, input and output)."""
+
+
+def _openai(input: float, output: float) -> Price:  # noqa: A002 - the field's name
+    return Price(input, output, batch_input=input * BATCH_DISCOUNT, batch_output=output * BATCH_DISCOUNT)
 
 
 DEFAULT_PRICES: dict[str, Price] = {
-    "gpt-4o-mini": Price(input=0.15, output=0.60),
-    "gpt-4o": Price(input=2.50, output=10.00),
-    "gpt-4.1": Price(input=2.00, output=8.00),
-    "gpt-4.1-mini": Price(input=0.40, output=1.60),
-    "gpt-4.1-nano": Price(input=0.10, output=0.40),
-    "gpt-5-mini": Price(input=0.25, output=2.00),
+    "gpt-4o-mini": _openai(input=0.15, output=0.60),
+    "gpt-4o": _openai(input=2.50, output=10.00),
+    "gpt-4.1": _openai(input=2.00, output=8.00),
+    "gpt-4.1-mini": _openai(input=0.40, output=1.60),
+    "gpt-4.1-nano": _openai(input=0.10, output=0.40),
+    "gpt-5-mini": _openai(input=0.25, output=2.00),
 }
 
 
@@ -88,7 +101,10 @@ def load_prices(path: Path | None) -> dict[str, Price]:
     for model, entry in data.items():
         if not isinstance(entry, dict):
             raise ConfigError(f"{path}: price for {model!r} must be an object with 'input' and 'output', got {entry!r}")
-        prices[model] = Price(input=_rate(path, model, entry, "input"), output=_rate(path, model, entry, "output"))
+        batch = [
+            None if entry.get(f) is None else _rate(path, model, entry, f) for f in ("batch_input", "batch_output")
+        ]
+        prices[model] = Price(_rate(path, model, entry, "input"), _rate(path, model, entry, "output"), *batch)
     return prices
 
 
@@ -103,7 +119,9 @@ def lookup(model: str, prices: Mapping[str, Price]) -> Price | None:
     return prices[best] if best is not None else None
 
 
-def cost(model: str, input_tokens: int, output_tokens: int, prices: Mapping[str, Price]) -> float | None:
+def cost(
+    model: str, input_tokens: int, output_tokens: int, prices: Mapping[str, Price], *, batch: bool = False
+) -> float | None:
     """Estimated cost in USD of one call, or ``None`` when the model has no known price.
 
     Args:
@@ -111,8 +129,12 @@ def cost(model: str, input_tokens: int, output_tokens: int, prices: Mapping[str,
         input_tokens: prompt tokens.
         output_tokens: completion tokens.
         prices: usually the result of :func:`load_prices`.
+        batch: at Batch API prices (``None`` when the entry has none).
     """
     price = lookup(model, prices)
     if price is None:
         return None
-    return (input_tokens * price.input + output_tokens * price.output) / 1_000_000
+    rate_in, rate_out = (price.batch_input, price.batch_output) if batch else (price.input, price.output)
+    if rate_in is None or rate_out is None:
+        return None
+    return (input_tokens * rate_in + output_tokens * rate_out) / 1_000_000

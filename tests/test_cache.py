@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from insights.cache import Cache, CachedResponse, CallRecord, request_key
+from insights.cache import MIGRATIONS, Cache, CachedResponse, CallRecord, request_key
 from insights.errors import CacheError, ConfigError
 from insights.pricing import DEFAULT_PRICES, Price, cost, load_prices
 
@@ -278,7 +278,7 @@ def test_migrations_recorded_once(tmp_path: Path) -> None:
         rows = raw.execute("SELECT name, applied_at FROM _migrations").fetchall()
         mode = raw.execute("PRAGMA journal_mode").fetchone()[0]
         indexes = [r[1] for r in raw.execute("PRAGMA index_list(calls)")]
-    assert [r[0] for r in rows] == ["m001_initial"]
+    assert [r[0] for r in rows] == [m.__name__ for m in MIGRATIONS]
     assert rows[0][1]
     assert mode == "wal"
     assert "calls_document_id" in indexes
@@ -398,7 +398,7 @@ def test_concurrent_processes_share_one_file(tmp_path: Path) -> None:
         assert stats.hits == workers * per_worker // 2
     with closing(sqlite3.connect(path)) as raw:
         assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        assert raw.execute("SELECT COUNT(*) FROM _migrations").fetchone()[0] == 1
+        assert raw.execute("SELECT COUNT(*) FROM _migrations").fetchone()[0] == len(MIGRATIONS)
 
 
 def test_threads_share_one_cache_object(tmp_path: Path) -> None:
@@ -461,7 +461,7 @@ def test_user_prices_override_and_extend(tmp_path: Path) -> None:
     prices = load_prices(file)
     assert prices["gpt-4o-mini"] == Price(input=1.0, output=2.0)
     assert prices["gpt-4o"] == DEFAULT_PRICES["gpt-4o"]
-    assert DEFAULT_PRICES["gpt-4o-mini"] == Price(input=0.15, output=0.60)  # defaults untouched
+    assert DEFAULT_PRICES["gpt-4o-mini"] == Price(0.15, 0.60, batch_input=0.075, batch_output=0.30)  # untouched
     assert cost("gpt-4o-mini-2024-07-18", 1_000_000, 1_000_000, prices) == pytest.approx(3.0)
     assert cost("llama3", 5000, 5000, prices) == 0.0
 

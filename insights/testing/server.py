@@ -14,6 +14,8 @@ Endpoints
     function named by ``tool_choice``), normally ``Extraction``.
 ``GET /v1/models`` (also ``/models``)
     A list with one model, ``reference``.
+``/v1/files``, ``/v1/batches`` and below
+    The Batch API, in :mod:`insights.testing.batches` (the server's :attr:`ReferenceServer.batches`).
 Anything else
     404 with an OpenAI-style JSON error (``code: "unknown_url"``).
 
@@ -624,14 +626,14 @@ class _Handler(BaseHTTPRequestHandler):
                 "data": [{"id": MODEL_ID, "object": "model", "created": CREATED, "owned_by": "insights-testing"}],
             }
             self.send_json(200, _dumps(models).encode())
-        else:
+        elif not self.server.owner.batches.handle(self, "GET", b""):
             self._not_found()
 
     def do_POST(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler
         raw = self._read_body()
         if urlsplit(self.path).path.rstrip("/") in _CHAT_PATHS:
             self.server.owner._chat(self, raw)
-        else:
+        elif not self.server.owner.batches.handle(self, "POST", raw):
             self._not_found()
 
 
@@ -676,6 +678,9 @@ class ReferenceServer:
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._url: str | None = None
+        from .batches import BatchService  # it reuses this module's answers
+
+        self.batches = BatchService(self)
 
     # -- configuration
     @property
