@@ -91,7 +91,6 @@ def round_trip(docs: list[insights.Document]) -> None:
             sub = batchapi.submit(docs, client)
             submitted = time.perf_counter() - started
             writer.resume(docs, client.model, load_prompts().version, overwrite=False)
-            writer.start_errors()
             started = time.perf_counter()
             report = batchapi.collect(docs, writer, client, wait=True, sleep=lambda s: None)
             collected = time.perf_counter() - started

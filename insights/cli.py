@@ -462,12 +462,18 @@ def cmd_batch(args: argparse.Namespace) -> int:
         if args.action == "cancel":
             _jobs_table(batchapi.cancel(client, args.batch_ids))
             return 0
-        documents = load_corpus(args.paths)
-        if not documents:
-            raise DocumentError(" ".join(args.paths), "no documents found")
         errors = getattr(args, "errors", None)
-        writer = stack.enter_context(OutputWriter(Path(args.output), errors=Path(errors) if errors else None))
+        writer = OutputWriter(Path(args.output), errors=Path(errors) if errors else None)
+        writer.refuse_unsafe_paths(args.paths)
+        corpus = scan_corpus(args.paths)
+        documents = corpus.documents
+        if not documents and not corpus.failures:
+            raise DocumentError(" ".join(args.paths), "no documents found")
+        stack.enter_context(writer)
         done = writer.resume(documents, client.model, load_prompts().version, overwrite=False)
+        for failure in corpus.failures:
+            writer.write_failure(failure)
+        _report_unreadable(corpus.failures)
         todo = [d for d in documents if d.id not in done]
         limits = batchapi.Limits(requests=args.requests_per_batch)
         if args.action == "submit":
@@ -480,7 +486,6 @@ def cmd_batch(args: argparse.Namespace) -> int:
             _jobs_table(sub.jobs)
             _say(f"then: insights batch collect {' '.join(args.paths)} -o {args.output} [--wait]")
             return 0
-        writer.start_errors()
         say = (lambda message: None) if args.quiet else _say
         report = batchapi.collect(
             todo, writer, client, wait=args.wait, poll=args.poll, sync_reasks=args.sync_reasks, limits=limits,

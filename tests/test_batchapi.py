@@ -92,7 +92,6 @@ def sync_run(
         with ModelClient(settings_for(srv, out.parent / "sync.db"), sleep=FakeClock()) as client:
             with OutputWriter(out) as writer:
                 writer.resume(docs, client.model, "-", overwrite=False)
-                writer.start_errors()
                 for outcome in insights.extract_many(docs, client=client, concurrency=4):
                     if outcome.result is not None:
                         writer.write(outcome.document, outcome.result)
@@ -119,7 +118,6 @@ def batch_run(
             batchapi.submit(docs, client, limits=limits)
         with OutputWriter(out) as writer:
             done = writer.resume(docs, client.model, insights.prompts.load_prompts().version, overwrite=False)
-            writer.start_errors()
             todo = [d for d in docs if d.id not in done]
             report = batchapi.collect(todo, writer, client, limits=limits, **collect)
     return Out(out), report
