@@ -8,6 +8,8 @@ unrelated project); the import name and the command stay ``insights``. Extras (`
 ``pandas``     pandas                :func:`insights.to_dataframe`
 ``datasette``  datasette             browsing an exported SQLite file (optional, only for people)
 ``report``     jinja2                ``insights report`` (:mod:`insights.report`)
+``review``     starlette, uvicorn,   ``insights review``, the local review page (:mod:`insights.review`)
+               jinja2
 """
 
 from __future__ import annotations
