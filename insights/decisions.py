@@ -293,7 +293,9 @@ def _locate(line: Mapping[str, Any], quotes: Any, document: Document) -> list[di
     for quote in quotes:
         hit = grounder.locate(quote)
         if hit is None:
-            raise EditError(f"quote not found in the document: {quote!r} ({grounder.miss(quote).reason})")
+            miss = grounder.miss(quote)
+            where = f"; the document reads {miss.passage!r}" if miss.passage else ""
+            raise EditError(f"an edit may not invent evidence: the quote {quote!r} {miss.reason}{where}")
         evidence.append(
             Evidence(
                 quote=document.text[hit.start : hit.end],
@@ -367,7 +369,7 @@ def _text_overlap(a: str, b: str) -> int:
 
 
 def cover(anchor: Anchor, line: Mapping[str, Any]) -> float:
-    """How much of the anchor's passages ``line``'s evidence covers (0: none covers any of them)."""
+    """The share of the anchor's passages that ``line``'s evidence covers, 0 to 1 (0: none of them)."""
     evidence = [e for e in line.get("evidence") or [] if isinstance(e, dict)]
     same_text = anchor.content_hash == line.get("content_hash")
     total = 0.0
@@ -378,7 +380,7 @@ def cover(anchor: Anchor, line: Mapping[str, Any]) -> float:
         else:
             best = max((_text_overlap(quote, str(e.get("quote", ""))) for e in evidence), default=0)
             total += min(1.0, best / max(1, len(normalize(quote))))
-    return total
+    return total / max(1, len(anchor.evidence))
 
 
 def resolve(lines: Sequence[Mapping[str, Any]], decisions: Sequence[Decision]) -> Resolution:
@@ -403,18 +405,14 @@ def resolve(lines: Sequence[Mapping[str, Any]], decisions: Sequence[Decision]) -
             if d.insight_id in replaced:
                 result.superseded += 1
                 continue
-            reason = _place(d, by_doc_kind, documents, taken, by_id)
-            if isinstance(reason, str):
+            target, reason = _place(d, by_doc_kind, documents, taken, by_id)
+            if target is None:
                 result.stale.append(Stale(d, reason))
             else:
-                taken.add(reason)
-                result.placed.setdefault(reason, {})[reviewer] = Placed(d, reason, carried=True)
+                taken.add(target)
+                result.placed.setdefault(target, {})[reviewer] = Placed(d, target, carried=True)
     result.stale.sort(key=lambda s: s.decision.seq)
     return result
-
-
-class _Target(str):
-    """An insight id a decision is carried to (a string that is not a reason)."""
 
 
 def _place(
@@ -423,10 +421,11 @@ def _place(
     documents: set[str],
     taken: set[str],
     by_id: dict[str, Mapping[str, Any]],
-) -> _Target | str:
+) -> tuple[str | None, str]:
+    """``(the insight id to carry the decision to, "")``, or ``(None, why it is stale)``."""
     a = d.anchor
     if a.document_id not in documents:
-        return f"document {a.document_id} is not in this output"
+        return None, f"document {a.document_id} is not in this output"
     scored = sorted(
         ((cover(a, x), str(x["insight_id"])) for x in by_doc_kind.get((a.document_id, a.kind), [])),
         key=lambda t: (-t[0], t[1]),
@@ -435,14 +434,17 @@ def _place(
     free = [(s, i) for s, i in scored if i not in taken]
     if not free:
         if scored:
-            return f"its passage is covered by {scored[0][1]}, which has a newer or direct decision of this reviewer"
-        return f"no {a.kind.replace('_', ' ')} of document {a.document_id} covers its passage any more"
+            return (
+                None,
+                f"its passage is covered by {scored[0][1]}, which has a newer or direct decision of this reviewer",
+            )
+        return None, f"no {a.kind.replace('_', ' ')} of document {a.document_id} covers its passage any more"
     if len(free) > 1 and abs(free[0][0] - free[1][0]) < 1e-9:
-        return f"two insights cover its passage equally ({free[0][1]}, {free[1][1]})"
+        return None, f"two insights cover its passage equally ({free[0][1]}, {free[1][1]})"
     target = free[0][1]
     if d.decision == "edit" and "evidence" in d.fields and by_id[target].get("content_hash") != a.content_hash:
-        return f"an edit of its evidence, and document {a.document_id} changed since (the offsets no longer hold)"
-    return _Target(target)
+        return None, f"an edit of its evidence, and document {a.document_id} changed since (the offsets no longer hold)"
+    return target, ""
 
 
 # ---------------------------------------------------------------------------------------------- applying
