@@ -373,21 +373,24 @@ def cmd_review(args: argparse.Namespace) -> int:
     if args.status:
         print(status_text(session, args.reviewer))
         return 0
-    server = ReviewServer(session, args.host, args.port, reviewer=args.reviewer or "")
-    print(
-        f"review: {server.url} ({len(session.lines)} insights; decisions are saved to {session.decisions_path})",
-        flush=True,
-    )
-    if server.session.log.repaired:
-        _say("the decisions file ended in a line torn by a kill (never acknowledged): it was cut off")
-    if args.open:
-        import webbrowser
-
-        webbrowser.open(server.url)
+    session.open()  # the decisions file is ours before the page is announced (one writer at a time)
     try:
+        server = ReviewServer(session, args.host, args.port, reviewer=args.reviewer or "")
+        print(
+            f"review: {server.url} ({len(session.lines)} insights; decisions are saved to {session.decisions_path})",
+            flush=True,
+        )
+        if session.log.repaired:
+            _say("the decisions file ended in a line torn by a kill (never acknowledged): it was cut off")
+        if args.open:
+            import webbrowser
+
+            webbrowser.open(server.url)
         server.run()
     except KeyboardInterrupt:
         pass
+    finally:
+        session.close()
     _say(f"review stopped; every decision is in {session.decisions_path}")
     return 0
 
