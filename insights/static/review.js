@@ -374,11 +374,13 @@
   });
 
   $("#filters").addEventListener("submit", (e) => e.preventDefault());
-  $("#filters").addEventListener("input", () => {
+  const refilter = () => {
     if (page === "list") showList();
     else if (current === null || !visible().includes(current)) showOne(null);
     else renderCard();
-  });
+  };
+  $("#filters").addEventListener("input", refilter);
+  $("#filters").addEventListener("change", refilter);
 
   $("#reviewer").addEventListener("change", () => {
     localStorage.setItem("insights-reviewer", reviewer());
