@@ -30,7 +30,7 @@ from insights import cli
 from insights.decisions import decisions_path, read_decisions
 from insights.errors import ConfigError
 from insights.evaluate import load_annotations
-from insights.gold import check_annotation
+from insights.gold import check_annotation, cohen_kappa
 from insights.output import read_jsonl
 from insights.review import ReviewServer, ReviewSession, create_app
 from insights.testing.server import ReferenceServer
@@ -293,3 +293,37 @@ def test_a_review_killed_with_sigkill_keeps_every_acknowledged_decision(run: Pat
             child.communicate()
         assert [d.insight_id for d in read_decisions(decisions_path(run))] == acknowledged
     assert "ana: reviewed 9 / 61" in status(run, capsys)
+
+
+def test_two_reviewers_agreement_and_decisions_read_from_another_output(
+    run: Path, seed_dir: Path, tmp_path: Path, capsys: Any
+) -> None:
+    lines = doc_lines(run)
+    with ReviewSession(run) as session:
+        for x in lines:
+            session.decide(x["insight_id"], "accept", "ana")
+            session.decide(x["insight_id"], "reject" if x is lines[0] else "accept", "ben")
+        graded = next(x for x in lines[1:] if x["kind"] == "enabler")
+        session.decide(graded["insight_id"], "edit", "ben", fields={"category": "other"})
+    capsys.readouterr()
+    assert cli.main(["review", str(run), "--agreement"]) == 0
+    kept = [x for x in lines[1:] if x["kind"] in ("barrier", "enabler")]
+    ana = [x["category"] for x in kept]
+    ben = ["other" if x is graded else x["category"] for x in kept]
+    assert capsys.readouterr().out.strip() == (
+        "ana / ben: accept-reject on 9 insights: agree 8, Cohen's kappa 0.000; "
+        f"category on {len(kept)} kept barriers/enablers: agree {len(kept) - 1}, "
+        f"Cohen's kappa {cohen_kappa(ana, ben):.3f}"
+    )
+    # A new output (-o elsewhere) reads the old decisions with --decisions: the same ids, so all placed.
+    other = tmp_path / "other.jsonl"
+    assert run_cli(seed_dir, "-o", other) == 0
+    shown = status_of(["review", str(other), "--decisions", str(decisions_path(run))], capsys)
+    assert "ana: reviewed 9 / 61" in shown and "ben: reviewed 9 / 61" in shown and "stale (0):" in shown
+    assert not decisions_path(other).exists()
+
+
+def status_of(argv: list[str], capsys: Any) -> str:
+    capsys.readouterr()
+    assert cli.main([*argv, "--status"]) == 0
+    return str(capsys.readouterr().out)
