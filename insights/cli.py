@@ -340,6 +340,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------------------------- review
 def cmd_review(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from .decisions import decisions_path, read_decisions
 
     if args.export_gold or args.agreement:
@@ -347,6 +349,8 @@ def cmd_review(args: argparse.Namespace) -> int:
         from .output import read_jsonl
 
         decisions = read_decisions(args.decisions or decisions_path(args.output))
+        for extra in args.with_decisions or []:  # another reviewer's file: later lines, same rules
+            decisions += [replace(d, seq=len(decisions) + i) for i, d in enumerate(read_decisions(extra))]
         if args.export_gold:
             gold = export_gold(args.output, args.export_gold, decisions, args.paths, reviewer=args.reviewer)
             for doc_id, why in gold.skipped:
@@ -629,6 +633,14 @@ def _review_parser(sub: Any) -> None:
     )
     rv.add_argument(
         "--agreement", action="store_true", help="print Cohen's kappa between reviewers (accept/reject, and category)"
+    )
+    rv.add_argument(
+        "--with",
+        dest="with_decisions",
+        action="append",
+        metavar="FILE",
+        help="with --agreement or --export-gold: also read this decisions file (e.g. a second reviewer's, made on "
+        "a copy of the output); repeatable",
     )
     rv.set_defaults(func=cmd_review)
 

@@ -299,14 +299,17 @@ def test_two_reviewers_agreement_and_decisions_read_from_another_output(
     run: Path, seed_dir: Path, tmp_path: Path, capsys: Any
 ) -> None:
     lines = doc_lines(run)
-    with ReviewSession(run) as session:
+    graded = next(x for x in lines[1:] if x["kind"] == "enabler")
+    bens = tmp_path / "ben.decisions.jsonl"  # each reviewer with a decisions file of their own
+    with ReviewSession(run) as ana_session, ReviewSession(run, decisions=bens) as ben_session:
         for x in lines:
-            session.decide(x["insight_id"], "accept", "ana")
-            session.decide(x["insight_id"], "reject" if x is lines[0] else "accept", "ben")
-        graded = next(x for x in lines[1:] if x["kind"] == "enabler")
-        session.decide(graded["insight_id"], "edit", "ben", fields={"category": "other"})
+            ana_session.decide(x["insight_id"], "accept", "ana")
+            ben_session.decide(x["insight_id"], "reject" if x is lines[0] else "accept", "ben")
+        ben_session.decide(graded["insight_id"], "edit", "ben", fields={"category": "other"})
     capsys.readouterr()
     assert cli.main(["review", str(run), "--agreement"]) == 0
+    assert capsys.readouterr().out.strip() == "agreement needs two reviewers who decided the same insights"
+    assert cli.main(["review", str(run), "--agreement", "--with", str(bens)]) == 0
     kept = [x for x in lines[1:] if x["kind"] in ("barrier", "enabler")]
     ana = [x["category"] for x in kept]
     ben = ["other" if x is graded else x["category"] for x in kept]
@@ -318,8 +321,8 @@ def test_two_reviewers_agreement_and_decisions_read_from_another_output(
     # A new output (-o elsewhere) reads the old decisions with --decisions: the same ids, so all placed.
     other = tmp_path / "other.jsonl"
     assert run_cli(seed_dir, "-o", other) == 0
-    shown = status_of(["review", str(other), "--decisions", str(decisions_path(run))], capsys)
-    assert "ana: reviewed 9 / 61" in shown and "ben: reviewed 9 / 61" in shown and "stale (0):" in shown
+    shown = status_of(["review", str(other), "--decisions", str(bens)], capsys)
+    assert "ben: reviewed 9 / 61" in shown and "1 rejected, 1 edited" in shown and "stale (0):" in shown
     assert not decisions_path(other).exists()
 
 
