@@ -9,6 +9,8 @@ unrelated project); the import name and the command stay ``insights``. Extras (`
 ``datasette``  datasette             browsing an exported SQLite file (optional, only for people)
 ``report``     jinja2                ``insights report`` (:mod:`insights.report`)
 ``themes``     wordllama, scikit-learn, scipy, numpy   ``insights themes`` (:mod:`insights.themes`)
+``review``     starlette, uvicorn,   ``insights review``, the local review page (:mod:`insights.review`)
+               jinja2
 """
 
 from __future__ import annotations

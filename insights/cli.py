@@ -1,4 +1,5 @@
-"""The ``insights`` command: extract, estimate, evaluate, schema, export, report, themes, batch, cache.
+"""The ``insights`` command: extract, estimate, evaluate, schema, export, report, review, themes, batch,
+cache.
 
 Exit codes: 0 success; 1 some documents failed or some files could not be read (see the errors file);
 2 bad usage, settings or input, or the output is held by another run or holds another model's results
@@ -273,14 +274,19 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ evaluate
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import score_file
+    from .decisions import reviewed_lines
+    from .evaluate import load_annotations, score
+    from .output import read_jsonl
 
     try:
-        result = score_file(args.output, args.annotations, load_corpus(args.paths))
+        reviewed = reviewed_lines(args.output, read_jsonl(args.output), raw=args.raw, decisions=args.decisions)
+        result = score(reviewed.lines, load_annotations(args.annotations), load_corpus(args.paths))
     except (OSError, ValueError) as exc:  # a missing folder or a malformed annotation file
         raise ConfigError(f"annotations: {exc}") from exc
     if not result.documents:
         raise ConfigError(f"none of the documents given has an annotation in {args.annotations}")
+    if reviewed.summary():
+        _say(reviewed.summary())
     print(f"{result.documents} annotated document(s); a match shares at least half a passage")
     print(
         f"{'kind':<18} {'pred':>5} {'ref':>5} {'match':>5} {'precision':>9} {'recall':>7} {'F1':>6}"
@@ -301,8 +307,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out = Path(args.output)
     dest = Path(args.html) if args.html else out.with_name(out.name.removesuffix(".jsonl") + ".html")
-    stats = write_report(out, dest, args.paths, full_text=args.full_text, title=args.title)
+    stats = write_report(
+        out, dest, args.paths, full_text=args.full_text, title=args.title, raw=args.raw, decisions=args.decisions
+    )
     _say(f"report: {stats.path} ({stats.bytes / 1e6:.2f} MB; {stats.documents} documents, {stats.insights} insights)")
+    if stats.review:
+        _say(stats.review)
     if stats.missing or stats.changed:
         _say(
             f"warning: {stats.missing} document(s) not found and {stats.changed} changed since the run: their "
@@ -316,6 +326,7 @@ def cmd_themes(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from .champions import champions, pseudonymise_themes
+    from .decisions import reviewed_lines
     from .output import read_jsonl, sidecar
     from .themes import themes
 
@@ -323,7 +334,10 @@ def cmd_themes(args: argparse.Namespace) -> int:
     source = Path(args.input)
     if not source.is_file():
         raise ConfigError(f"{source}: no such output file (run insights extract first)")
-    records = list(read_jsonl(source))
+    reviewed = reviewed_lines(source, read_jsonl(source), raw=args.raw, decisions=args.decisions)
+    records = reviewed.lines
+    if reviewed.summary():
+        _say(reviewed.summary())
     out = Path(args.output) if args.output else sidecar(source, "themes")
     found = themes(records, min_similarity=args.min_similarity, min_documents=args.min_documents, vectors=args.vectors)
     entities = champions(records, undo=args.undo_merge or (), pseudonymise=args.pseudonymise_persons)
@@ -393,7 +407,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export
 
-    result = export(args.output, args.to, args.path)
+    result = export(args.output, args.to, args.path, raw=args.raw, decisions=args.decisions)
     for note in result.notes:
         _say(f"note: {note}")
     rows = ", ".join(f"{name} {n:,}" for name, n in result.rows.items() if name != "readme")
@@ -567,6 +581,67 @@ def _batch_parser(sub: Any) -> None:
     ba.set_defaults(func=cmd_batch)
 
 
+# -------------------------------------------------------------------------------------------- review
+def cmd_review(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .decisions import decisions_path, read_decisions
+
+    if args.export_gold or args.agreement:
+        from .gold import agreement, export_gold
+        from .output import read_jsonl
+
+        decisions = read_decisions(args.decisions or decisions_path(args.output))
+        for extra in args.with_decisions or []:  # another reviewer's file: later lines, same rules
+            decisions += [replace(d, seq=len(decisions) + i) for i, d in enumerate(read_decisions(extra))]
+        if args.export_gold:
+            gold = export_gold(args.output, args.export_gold, decisions, args.paths, reviewer=args.reviewer)
+            for doc_id, why in gold.skipped:
+                _say(f"not exported: {doc_id}: {why}")
+            _say(f"gold: {len(gold.written)} document(s), {gold.items} insight(s) written to {args.export_gold}")
+        if args.agreement:
+            pairs = agreement(read_jsonl(args.output), decisions)
+            if not pairs:
+                print("agreement needs two reviewers who decided the same insights")
+
+            def kappa(k: float | None) -> str:
+                return "n/a" if k is None else f"{k:.3f}"
+
+            for a in pairs:
+                print(
+                    f"{a.reviewers[0]} / {a.reviewers[1]}: accept-reject on {a.n} insights: agree {a.same}, "
+                    f"Cohen's kappa {kappa(a.kappa)}; category on {a.n_category} kept barriers/enablers: agree "
+                    f"{a.same_category}, Cohen's kappa {kappa(a.kappa_category)}"
+                )
+        return 0
+    from .review import ReviewServer, ReviewSession, status_text
+
+    session = ReviewSession(args.output, args.paths, decisions=args.decisions)
+    if args.status:
+        print(status_text(session, args.reviewer))
+        return 0
+    session.open()  # the decisions file is ours before the page is announced (one writer at a time)
+    try:
+        server = ReviewServer(session, args.host, args.port, reviewer=args.reviewer or "")
+        print(
+            f"review: {server.url} ({len(session.lines)} insights; decisions are saved to {session.decisions_path})",
+            flush=True,
+        )
+        if session.log.repaired:
+            _say("the decisions file ended in a line torn by a kill (never acknowledged): it was cut off")
+        if args.open:
+            import webbrowser
+
+            webbrowser.open(server.url)
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        session.close()
+    _say(f"review stopped; every decision is in {session.decisions_path}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------- cache
 def cmd_cache(args: argparse.Namespace) -> int:
     settings = resolve_settings(cache_path=args.cache)
@@ -676,6 +751,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--annotations", default="evals/seeds", metavar="DIR", help="annotation files (default evals/seeds)"
     )
+    _review_options(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     th = sub.add_parser(
@@ -716,12 +792,14 @@ def build_parser() -> argparse.ArgumentParser:
     _cache_options(th)
     th.add_argument("--offline", action="store_true", help="labels only from the cache; a miss keeps the offline label")
     th.add_argument("--replay", metavar="FILE", help="label only from a recorded replay file (offline)")
+    _review_options(th)
     th.set_defaults(func=cmd_themes)
 
     _schema_parser(sub)
     _export_parser(sub)
     _report_parser(sub)
     _batch_parser(sub)
+    _review_parser(sub)
 
     ca = sub.add_parser(
         "cache",
@@ -776,6 +854,7 @@ def _export_parser(sub: Any) -> None:
     xp.add_argument("output", metavar="OUT.jsonl", help="the output of insights extract")
     xp.add_argument("--to", required=True, choices=FORMATS, help="csv, parquet (needs the parquet extra) or sqlite")
     xp.add_argument("path", metavar="PATH", help="folder (csv, parquet) or file (sqlite) to write")
+    _review_options(xp)
     xp.set_defaults(func=cmd_export)
 
 
@@ -800,7 +879,62 @@ def _report_parser(sub: Any) -> None:
         "--full-text", action="store_true", help="embed whole documents, not only the paragraphs around evidence"
     )
     rp.add_argument("--title", help="the report's title (default: the output file's name)")
+    _review_options(rp)
     rp.set_defaults(func=cmd_report)
+
+
+def _review_parser(sub: Any) -> None:
+    rv = sub.add_parser(
+        "review",
+        help="review insights in a local web page: accept, reject or edit each one",
+        description="Open a local review page (127.0.0.1) for an output: each insight beside its document with "
+        "the evidence highlighted; accept (a), reject (r) or edit (e) it. Every decision is appended to "
+        "OUT.decisions.jsonl at once; export, report and evaluate apply the decisions, and they are kept across "
+        "re-runs (carried to the insight covering the same passage, or listed as stale). Needs the 'review' "
+        "extra (pip install 'grounded-insights[review]').",
+    )
+    rv.add_argument("output", metavar="OUT.jsonl", help="the output of insights extract")
+    rv.add_argument(
+        "paths", nargs="*", metavar="PATH", help="the documents (default: the paths recorded in OUT.documents.jsonl)"
+    )
+    rv.add_argument(
+        "--reviewer",
+        metavar="NAME",
+        help="your name (the page asks for it otherwise); with --status, --export-gold: only this reviewer's decisions",
+    )
+    rv.add_argument("--decisions", metavar="FILE", help="the decisions file (default: OUT.decisions.jsonl)")
+    rv.add_argument("--host", default="127.0.0.1", help="a loopback address to listen on (default 127.0.0.1)")
+    rv.add_argument("--port", type=int, default=8765, help="the port (default 8765; 0: any free one)")
+    rv.add_argument("--open", action="store_true", help="open the page in the web browser")
+    rv.add_argument(
+        "--status",
+        action="store_true",
+        help="print progress, and the decisions carried to new insights or stale, then exit",
+    )
+    rv.add_argument(
+        "--export-gold",
+        metavar="DIR",
+        help="write the fully reviewed documents as reference annotations (evals/ format) into DIR",
+    )
+    rv.add_argument(
+        "--agreement", action="store_true", help="print Cohen's kappa between reviewers (accept/reject, and category)"
+    )
+    rv.add_argument(
+        "--with",
+        dest="with_decisions",
+        action="append",
+        metavar="FILE",
+        help="with --agreement or --export-gold: also read this decisions file (e.g. a second reviewer's, made on "
+        "a copy of the output); repeatable",
+    )
+    rv.set_defaults(func=cmd_review)
+
+
+def _review_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--raw", action="store_true", help="the model's output alone, without the review decisions")
+    p.add_argument(
+        "--decisions", metavar="FILE", help="review decisions to apply (default: OUT.decisions.jsonl beside OUT)"
+    )
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:

@@ -26,6 +26,11 @@ written to standard output), ``documents`` is made from the lines. Torn or inval
 skipped as the run itself skips them. A line repeating an ``insight_id`` already exported (identical
 documents under two names share ids, see :mod:`insights.ids`) is left out and named in the notes.
 
+Review: unless ``raw``, the decisions of ``OUT.decisions.jsonl`` (:mod:`insights.decisions`) are applied:
+an insight rejected in review is left out (counted in the notes), an edited one has its edited fields
+and evidence, and ``insights.review`` says ``accept`` or ``edit`` (null: not reviewed) with the
+``reviewer``.
+
 Metadata: ``insights.metadata`` is JSON text of every tag of the document (``{"key": [values]}``),
 beside the ``title``, ``type``, ``year`` and ``country`` columns; ``tags`` has one row per value, for
 faceting (the ledger holds no tags, so a document without insights has no tags). JSON columns
@@ -55,6 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._optional import require
+from .decisions import reviewed_lines
 from .errors import ConfigError, OutputError
 from .ids import line_insight_id
 from .output import ResultKey, sidecar
@@ -133,6 +139,8 @@ def _insight_rows(out: Path, number: int, line: dict[str, Any]) -> tuple[dict[st
         "metadata": _json(line.get("metadata")),
         **{name: line.get(name) for name in ("content_hash", "model", "prompt_version")},
         "line": number,
+        "review": (line.get("review") or {}).get("decision"),
+        "reviewer": (line.get("review") or {}).get("reviewer"),
     }
     spans = [
         {
@@ -167,12 +175,22 @@ def _document_row(ledger: dict[str, Any], insights: int) -> dict[str, Any]:
     }
 
 
-def build_tables(out: str | os.PathLike[str], documents: str | os.PathLike[str] | None = None) -> Tables:
+def build_tables(
+    out: str | os.PathLike[str],
+    documents: str | os.PathLike[str] | None = None,
+    *,
+    raw: bool = False,
+    decisions: str | os.PathLike[str] | None = None,
+) -> Tables:
     """Read a run's output and ledger into the rows of :data:`TABLES` (see the module docstring).
 
     Args:
         out: the ``OUT.jsonl`` of ``insights extract``.
         documents: its ledger; default ``OUT.documents.jsonl`` beside it.
+        raw: the model's output alone; by default the review decisions (:mod:`insights.decisions`) are
+            applied: insights rejected in review are left out (and counted in the notes), edited fields
+            are used, and the ``review`` and ``reviewer`` columns say which were accepted or edited.
+        decisions: the decisions file (default ``OUT.decisions.jsonl`` beside ``out``).
 
     Returns:
         The rows of every table, and notes on lines left out.
@@ -202,6 +220,10 @@ def build_tables(out: str | os.PathLike[str], documents: str | os.PathLike[str] 
         notes.append(f"no ledger {ledger_path}: the documents table is made from the output lines")
         for _, line in lines:
             ledger.setdefault(str(line.get("document_id")), {k: line.get(k) for k in (*_KEY_FIELDS, "title", "source")})
+    reviewed = reviewed_lines(out, [{**line, "_line": n} for n, line in lines], raw=raw, decisions=decisions)
+    lines = [(int(line.pop("_line")), line) for line in reviewed.lines]
+    if reviewed.summary():
+        notes.append(reviewed.summary())
 
     insights: list[dict[str, Any]] = []
     evidence: list[dict[str, Any]] = []
@@ -368,13 +390,21 @@ class ExportResult:
     notes: list[str]
 
 
-def export(out: str | os.PathLike[str], to: Format, path: str | os.PathLike[str]) -> ExportResult:
+def export(
+    out: str | os.PathLike[str],
+    to: Format,
+    path: str | os.PathLike[str],
+    *,
+    raw: bool = False,
+    decisions: str | os.PathLike[str] | None = None,
+) -> ExportResult:
     """Write the tables of a run's output as CSV files, Parquet files or one SQLite database.
 
     Args:
         out: the ``OUT.jsonl`` of ``insights extract`` (its ledger ``OUT.documents.jsonl`` is read too).
         to: ``"csv"`` or ``"parquet"`` (a folder with one file per table) or ``"sqlite"`` (one file).
         path: the folder or file to write; an existing one is replaced only once the new one is complete.
+        raw, decisions: as for :func:`build_tables` (by default the review decisions are applied).
 
     Returns:
         What was written.
@@ -389,7 +419,7 @@ def export(out: str | os.PathLike[str], to: Format, path: str | os.PathLike[str]
     if to == "parquet":
         require("pyarrow.parquet", "parquet", purpose="insights export --to parquet")  # before reading anything
     _check_target(target, folder=to != "sqlite")
-    tables = build_tables(out)
+    tables = build_tables(out, raw=raw, decisions=decisions)
     {"csv": write_csv, "parquet": write_parquet, "sqlite": write_sqlite}[to](tables, target)
     return ExportResult(target, to, tables.counts(), tables.notes)
 

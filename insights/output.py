@@ -272,7 +272,8 @@ class OutputWriter:
             errors = os.path.realpath(self.errors)
             assert self.documents is not None
             mine = (self.out, self.documents)
-            for other in [*mine, lock_path(self.out), *(p.with_name(p.name + ".tmp") for p in mine)]:
+            reviews = sidecar(self.out, "decisions")  # insights.decisions: a review's decisions, never a run's
+            for other in [*mine, lock_path(self.out), *(p.with_name(p.name + ".tmp") for p in mine), reviews]:
                 if os.path.realpath(other) == errors:
                     raise OutputError(
                         f"--errors {self.errors} is the same file as {other}, which the run also writes: "

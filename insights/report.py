@@ -66,6 +66,7 @@ from typing import Any, get_args
 
 from ._optional import require
 from .charts import CHART_WIDTH, LABEL_WIDTH, NONE, insights_href, make_chart, natural_key
+from .decisions import reviewed_lines
 from .documents import Document, iter_corpus
 from .errors import DocumentError, OutputError
 from .output import read_jsonl, sidecar
@@ -74,7 +75,8 @@ from .schema import KINDS, Category, Level
 PAGES = [("overview", "Overview"), ("insights", "Insights"), ("rejected", "Rejected")]
 #: Keys of an output line that are not the insight's own fields (shown elsewhere or not at all).
 _IDENTITY = {"document_id", "insight_id", "kind", "statement", "evidence", "title", "type", "year", "country",
-             "metadata", "content_hash", "model", "prompt_version", "category", "level", "source"}  # fmt: skip
+             "metadata", "content_hash", "model", "prompt_version", "category", "level", "source",
+             "review"}  # fmt: skip
 _HEADING = re.compile(r"(## |> )")
 _BLOCK_GAP = re.compile(r"\n\n")
 _SENTENCE_END = re.compile(r"[.!?…](?=\s)|\n")
@@ -111,6 +113,8 @@ class Report:
     models: list[str] = field(default_factory=list)
     prompt_versions: list[str] = field(default_factory=list)
     full_text: bool = False
+    review: str = ""  # what the review decisions changed (insights.decisions.Reviewed.summary)
+    left_out: int = 0  # insights rejected in review, not shown
 
     @property
     def insights(self) -> list[tuple[ReportDocument, dict[str, Any]]]:
@@ -124,8 +128,10 @@ def build_report(
     *,
     full_text: bool = False,
     title: str | None = None,
+    raw: bool = False,
+    decisions: str | os.PathLike[str] | None = None,
 ) -> Report:
-    """Read a run and its documents.
+    """Read a run and its documents, with the review decisions applied (:mod:`insights.decisions`).
 
     Args:
         out: the run's ``OUT.jsonl``; ``OUT.documents.jsonl`` and ``OUT.errors.jsonl`` beside it are read
@@ -134,6 +140,8 @@ def build_report(
             them, each ledger line's ``path`` is tried, as given and then relative to ``out``'s folder.
         full_text: embed each document's whole text, not only the paragraphs around its evidence.
         title: the report's title (default: the output file's name).
+        raw: the model's output alone, without the review decisions.
+        decisions: the decisions file (default ``OUT.decisions.jsonl`` beside ``out``).
 
     Raises:
         OutputError: ``out`` does not exist or holds no line of a run.
@@ -149,9 +157,9 @@ def build_report(
         doc.path, doc.content_hash = str(line.get("path") or ""), str(line.get("content_hash") or "")
         doc.rejected = [r for r in line.get("rejected") or [] if isinstance(r, dict)]
     models, versions = Counter[str](), Counter[str]()
-    for line in read_jsonl(out):
-        if not isinstance(line.get("evidence"), list) or line.get("kind") not in KINDS:
-            continue
+    lines = [x for x in read_jsonl(out) if isinstance(x.get("evidence"), list) and x.get("kind") in KINDS]
+    reviewed = reviewed_lines(out, lines, raw=raw, decisions=decisions)
+    for line in reviewed.lines:
         doc = docs.setdefault(str(line.get("document_id", "")), ReportDocument(str(line.get("document_id", ""))))
         doc.insights.append(line)
         doc.title = doc.title or str(line.get("title") or "")
@@ -173,6 +181,8 @@ def build_report(
         models=[m for m, _ in models.most_common() if m],
         prompt_versions=[v for v, _ in versions.most_common() if v],
         full_text=full_text,
+        review=reviewed.summary(),
+        left_out=len(reviewed.left_out),
     )
 
 
@@ -268,12 +278,26 @@ def text_payload(doc: ReportDocument, first: int, *, full_text: bool = False) ->
     """The shown passages of a document and its evidence marks (``first``: the position of its first
     insight in the index)."""
     assert doc.document is not None
-    text = doc.document.text
-    spans = [(e["start"], e["end"]) for line in doc.insights for e in line["evidence"] if _valid(e, text)]
+    return mark_text(doc.document.text, [line["evidence"] for line in doc.insights], first, full_text=full_text)
+
+
+def mark_text(
+    text: str, evidence: Sequence[Sequence[Any]], first: int = 0, *, full_text: bool = False
+) -> dict[str, Any]:
+    """``{"parts", "marks"}`` of a document's text (the format of the module docstring), shared by the
+    report and the review page (:mod:`insights.review`); ``static/highlight.js`` draws it.
+
+    Args:
+        text: the document's text.
+        evidence: the evidence list of each of the document's insights, in their order.
+        first: the position of the first of those insights in the page's list (marks refer to it).
+        full_text: one part, the whole text (otherwise :func:`shown_parts`).
+    """
+    spans = [(e["start"], e["end"]) for items in evidence for e in items if _valid(e, text)]
     parts = shown_parts(text, spans, full_text=full_text)
     marks = []
-    for i, line in enumerate(doc.insights):
-        for j, e in enumerate(line["evidence"]):
+    for i, items in enumerate(evidence):
+        for j, e in enumerate(items):
             if not _valid(e, text) or e["start"] == e["end"]:
                 continue
             p = next(k for k, (s, t) in enumerate(parts) if s <= e["start"] and e["end"] <= t)
@@ -316,11 +340,25 @@ def pack_index(report: Report) -> tuple[str, list[str]]:
             insights.append({
                 "d": d, "id": line.get("insight_id", ""), "k": line["kind"], "c": line.get("category", ""),
                 "l": line.get("level", ""), "s": line.get("statement", ""), "e": evidence,
-                "f": {k: v if isinstance(v, str) else json.dumps(v) for k, v in line.items() if k not in _IDENTITY},
+                "f": {**{k: v if isinstance(v, str) else json.dumps(v) for k, v in line.items() if k not in _IDENTITY},
+                      **review_note(line)},
             })  # fmt: skip
     index = {"title": report.title, "source": report.source, "sections": list(sections), "docs": docs,
              "insights": insights}  # fmt: skip
     return _pack(index), texts
+
+
+def review_note(line: dict[str, Any]) -> dict[str, str]:
+    """``{"reviewed": "accepted by ana (carried from ins_…)"}`` for a line with a review decision."""
+    review = line.get("review")
+    if not isinstance(review, dict):
+        return {}
+    text = f"{'edited' if review.get('decision') == 'edit' else 'accepted'} by {review.get('reviewer', '?')}"
+    if review.get("from"):
+        text += f" (carried from {review['from']})"
+    if review.get("note"):
+        text += f": {review['note']}"
+    return {"reviewed": text}
 
 
 def _rejected(r: dict[str, Any]) -> dict[str, Any]:
@@ -421,7 +459,7 @@ def render_report(report: Report) -> str:
             overview=overview(report),
             filters=filter_options(report),
             css=markup(_asset("report.css")),
-            js=markup(_asset("report.js")),
+            js=markup(_asset("highlight.js") + "\n" + _asset("report.js")),
             index=markup(index),  # base64: nothing to escape
             texts=markup("\n".join(texts)),
             chart_width=CHART_WIDTH,
@@ -441,6 +479,7 @@ class ReportStats:
     insights: int
     missing: int
     changed: int
+    review: str = ""
 
 
 def write_report(
@@ -450,9 +489,12 @@ def write_report(
     *,
     full_text: bool = False,
     title: str | None = None,
+    raw: bool = False,
+    decisions: str | os.PathLike[str] | None = None,
 ) -> ReportStats:
-    """Build the report of run ``out`` and write it to ``dest`` (a temporary file, then renamed)."""
-    report = build_report(out, paths, full_text=full_text, title=title)
+    """Build the report of run ``out`` and write it to ``dest`` (a temporary file, then renamed); ``raw``
+    and ``decisions`` as for :func:`build_report`."""
+    report = build_report(out, paths, full_text=full_text, title=title, raw=raw, decisions=decisions)
     html = render_report(report).encode("utf-8")
     dest = Path(dest)
     tmp = None
@@ -468,4 +510,4 @@ def write_report(
         raise OutputError(f"{dest}: cannot write: {exc}") from exc
     status = Counter(d.status for d in report.documents)
     return ReportStats(dest, len(html), len(report.documents), len(report.insights), status["missing"],
-                       status["changed"])  # fmt: skip
+                       status["changed"], report.review)  # fmt: skip

@@ -86,6 +86,13 @@ TABLES: dict[str, Table] = {
                 _c("model", "text", "The model that answered."),
                 _c("prompt_version", "text", "Hash of the prompt files the answer was asked with."),
                 _c("line", "integer", "The line of OUT.jsonl this row comes from (from 1).", nullable=False),
+                _c(
+                    "review",
+                    "text",
+                    "The review decision applied: accept or edit (null: not reviewed; rejected "
+                    "insights are left out). See insights review.",
+                ),
+                _c("reviewer", "text", "Who made that decision."),
             ),
             ("insight_id",),
             (("document_id", "documents", "document_id"),),

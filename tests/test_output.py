@@ -293,6 +293,7 @@ def test_a_disk_error_cuts_both_files_back_so_the_ledger_matches_the_lines(
     [
         ("out.jsonl", "out.jsonl", ["docs"], "same file as"),
         ("out.jsonl", "out.documents.jsonl", ["docs"], "same file as"),
+        ("out.jsonl", "out.decisions.jsonl", ["docs"], "same file as"),  # a review's decisions
         ("docs/out.jsonl", None, ["docs"], "under the input 'docs'"),
         ("docs/sub/out.jsonl", None, ["docs/**/*.jsonl"], "under the input 'docs/**/*.jsonl'"),
         ("out.jsonl", "docs/errors.jsonl", ["docs"], "under the input 'docs'"),

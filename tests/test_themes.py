@@ -220,6 +220,27 @@ def test_cli_writes_themes_and_champions_and_is_deterministic(
     assert help_exit.value.code == 0 and "--label-with-model" in capsys.readouterr().out
 
 
+def test_themes_apply_review_decisions_and_raw_ignores_them(
+    tmp_path: Path, records: list[dict[str, Any]], found: list[Theme]
+) -> None:
+    from insights.decisions import DecisionLog, decisions_path, make_decision
+
+    out = tmp_path / "out.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in records))
+    member = found[0].insight_ids[0]
+    line = next(r for r in records if r["insight_id"] == member)
+    with DecisionLog(decisions_path(out)).open() as log:
+        log.append(make_decision(line, "reject", "ana"))
+    assert cli.main(["themes", str(out), "-o", str(tmp_path / "reviewed.jsonl")]) == 0
+    assert cli.main(["themes", str(out), "-o", str(tmp_path / "raw.jsonl"), "--raw"]) == 0
+
+    def members(name: str) -> set[str]:
+        rows = [json.loads(x) for x in (tmp_path / name).read_text().splitlines()]
+        return {m for row in rows for m in row["insight_ids"]}
+
+    assert member in members("raw.jsonl") and member not in members("reviewed.jsonl")
+
+
 # ------------------------------------------------------------------------------------ model labels
 def test_the_label_tool_refuses_ids_that_are_not_members() -> None:
     answer = {"label": "Low pay", "description": "Pay is low.", "cited_ids": ["ins_a"]}

@@ -1,4 +1,5 @@
-/* The evidence report's script (insights.report): plain ES2020, no library, no network.
+/* The evidence report's script (insights.report): plain ES2020, no library, no network. It uses the
+   shared highlighting of static/highlight.js (inlined before it).
    The data formats are described in the docstring of insights/report.py. Every string from the data is
    inserted as text (text nodes, attributes), never parsed as HTML. */
 "use strict";
@@ -7,7 +8,7 @@
   const FILTERS = ["kind", "category", "level", "country", "year", "type", "sdg"];
   const NONE = "(none)";
   const $ = (selector, root = document) => root.querySelector(selector);
-  const label = (value) => String(value ?? "").replace(/_/g, " ");
+  const label = window.InsightsText.label;
 
   let INDEX = null; // the decoded index
   let BY_ID = null; // insight id -> position
@@ -17,29 +18,8 @@
   let HAY = null; // lower-case search text of each insight, built on first search
   const texts = new Map(); // document position -> Promise of its unpacked text
 
-  /* An element with attributes and children; strings become text nodes. */
-  function h(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs || {})) {
-      if (value === null || value === undefined || value === false) continue;
-      if (key === "class") node.className = value;
-      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-      else node.setAttribute(key, String(value));
-    }
-    for (const child of children.flat(2)) {
-      if (child === null || child === undefined || child === false) continue;
-      node.append(child instanceof Node ? child : String(child));
-    }
-    return node;
-  }
-
-  async function unpack(b64) {
-    const binary = atob(b64.trim());
-    const bytes = new Uint8Array(binary.length);
-    for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
-    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
-    return JSON.parse(await new Response(stream).text());
-  }
+  const { h, unpack, renderParts } = window.InsightsText; // static/highlight.js, inlined before this file
+  const insightOf = (i) => INDEX.insights[i];
 
   function docText(d) {
     if (!texts.has(d)) {
@@ -231,34 +211,6 @@
   form.addEventListener("reset", () => setTimeout(() => go("#insights", false)));
 
   // ---------------------------------------------------------------------------------------- documents
-  /* The part's text cut at every mark boundary; each piece under marks is one <mark> listing them all,
-     so overlapping spans stay visible and each span's pieces, in order, spell exactly its passage. */
-  function segments(text, marks) {
-    const cuts = new Set([0, text.length]);
-    for (const m of marks) cuts.add(m[1]).add(m[2]);
-    const points = [...cuts].sort((a, b) => a - b);
-    const nodes = [];
-    for (let k = 0; k + 1 < points.length; k++) {
-      const [a, b] = [points[k], points[k + 1]];
-      const on = marks.filter((m) => m[1] <= a && b <= m[2]);
-      const piece = text.slice(a, b);
-      if (!on.length) {
-        nodes.push(piece);
-        continue;
-      }
-      const first = INDEX.insights[on[0][3]];
-      nodes.push(h("mark", {
-        class: "k-" + first.k + (on.length > 1 ? " overlap" : ""),
-        "data-ev": on.map((m) => INDEX.insights[m[3]].id + ":" + m[4]).join(" "),
-        "data-insights": on.map((m) => m[3]).join(" "),
-        title: on.map((m) => label(INDEX.insights[m[3]].k) + ": " + INDEX.insights[m[3]].s).join("\n"),
-      }, piece));
-    }
-    return nodes;
-  }
-
-  const elided = (n) => h("div", { class: "elided" }, `[… ${n.toLocaleString("en")} characters not shown …]`);
-
   function renderText(doc, payload) {
     if (!payload) {
       const why = doc.status === "changed"
@@ -266,16 +218,7 @@
         : "This document's text was not found (give its path to insights report), so only the quotes are shown.";
       return [h("p", { class: "warning" }, why)];
     }
-    const nodes = [];
-    let shown = 0;
-    payload.parts.forEach(([start, end, text], p) => {
-      if (start > shown) nodes.push(elided(start - shown));
-      const marks = payload.marks.filter((m) => m[0] === p);
-      nodes.push(h("div", { class: "part", "data-start": start }, segments(text, marks)));
-      shown = end;
-    });
-    if (doc.chars > shown) nodes.push(elided(doc.chars - shown));
-    return nodes;
+    return renderParts(payload, doc.chars, insightOf);
   }
 
   function renderHead(doc) {
