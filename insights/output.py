@@ -13,7 +13,7 @@ A run with ``-o OUT.jsonl`` writes three files (the two sidecars are named after
                          line is here.
 ``OUT.errors.jsonl``     one line per document that failed in the latest run: ``document_id``, ``path``,
                          ``error_type``, ``message``, ``attempts``, ``retryable``, ``status``,
-                         ``last_output`` (truncated).
+                         ``last_output`` (truncated), ``usage`` (tokens and cost its calls spent).
 
 Crash safety: a document's insight lines are written in one ``write``, flushed and fsynced, and only
 then its ledger line. On the next run (unless ``overwrite``) :meth:`OutputWriter.resume` keeps exactly
@@ -33,8 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from .documents import Document
-from .documents import redact_emails
+from .documents import Document, redact_emails
 from .errors import InsightsError, ModelError, OutputError
 from .ids import insight_id
 from .schema import DocumentInsights, InsightRecord
@@ -113,6 +112,7 @@ def error_record(document: Document | None, error: BaseException, *, document_id
         "status": getattr(model_error, "status", None),
         "retryable": bool(getattr(error, "retryable", not isinstance(error, InsightsError))),
         "last_output": last[:MAX_LAST_OUTPUT] if isinstance(last, str) else None,
+        "usage": usage.model_dump(mode="json") if (usage := getattr(error, "usage", None)) is not None else None,
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
