@@ -193,7 +193,7 @@ def explain_status_error(exc: Exception, *, mode: str, attempts: int) -> Request
         return None
     words, message = _error_fields(exc)
     status = exc.status_code
-    said = f"HTTP {status} {message}"
+    said = f"HTTP {status} {' '.join(message.split())[:500]}"  # servers may send a traceback: one line
     if _CONTEXT_RE.search(f"{words} {message}"):
         return RequestRejected(
             f"{said} [{words.strip()}] (the prompt does not fit the model's context: lower --chunk-chars "

@@ -317,12 +317,28 @@ def test_a_prompt_over_the_context_says_lower_chunk_chars(body: dict[str, Any]) 
     assert "--chunk-chars" in str(error) and body["error"]["message"] in str(error)
 
 
-def test_llama_cpp_tools_without_jinja_names_the_mode() -> None:
-    body = {"error": {"code": 500, "message": "tools param requires --jinja flag", "type": "server_error"}}
-    error = explain_status_error(_status_error(500, body), mode="tools", attempts=1)
-    assert isinstance(error, RequestRejected) and "--mode tools" in str(error) and "--mode json" in str(error)
+LLAMA_CPP_PYTHON_500 = (
+    "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': \"Input "
+    "should be 'text' or 'json_object'\", 'input': 'json_schema'}\n\n  File \"llama_cpp/server/app.py\", line "
+    "376, in create_chat_completion\n    POST /v1/chat/completions"
+)
+
+
+@pytest.mark.parametrize(
+    ("mode", "body"),
+    [
+        ("tools", {"error": {"code": 500, "message": "tools param requires --jinja flag", "type": "server_error"}}),
+        ("json_schema", {"error": {"message": LLAMA_CPP_PYTHON_500, "type": "internal_server_error", "code": None}}),
+    ],
+    ids=["llama.cpp-tools", "llama-cpp-python-json_schema"],
+)
+def test_a_server_error_about_the_request_shape_names_the_mode(mode: str, body: dict[str, Any]) -> None:
+    error = explain_status_error(_status_error(500, body), mode=mode, attempts=1)
+    assert isinstance(error, RequestRejected) and f"--mode {mode}" in str(error)
+    assert "\n" not in str(error) and " ".join(body["error"]["message"].split()) in str(error)
+    assert all(f"--mode {m}" in str(error) for m in MODES)  # the others are offered
     plain = {"error": {"code": 500, "message": "The server had an error", "type": "server_error"}}
-    assert explain_status_error(_status_error(500, plain), mode="tools", attempts=1) is None
+    assert explain_status_error(_status_error(500, plain), mode=mode, attempts=1) is None  # retried as before
 
 
 def test_the_reference_servers_context_error_says_lower_chunk_chars(server: ReferenceServer) -> None:
