@@ -468,8 +468,9 @@ class ModelClient:
             if isinstance(cause, ModelError):
                 cause.outputs = outputs  # the answers before the one that failed: extraction may use them
             raise cause
+        why = _why(failure)
         raise InvalidOutput(
-            f"no valid answer after {failure.n_attempts} attempt(s): {_why(failure)}",
+            f"no valid answer after {failure.n_attempts} attempt(s): {why}{_ends_mid_json(failure, why)}",
             attempts=failure.n_attempts,
             last_output=_output_text(failure.last_completion),
             document_id=document_id,
@@ -697,6 +698,21 @@ class ModelClient:
 def _tokens(completion: Any, name: str) -> int:
     usage = getattr(completion, "usage", None)
     return int(getattr(usage, name, 0) or 0) if usage is not None else 0
+
+
+def _ends_mid_json(failure: InstructorRetryException, why: str) -> str:
+    """A hint when the last answer stops mid-JSON below ``max_tokens``: a local server (llama.cpp) also
+    stops at its context size, reporting an ordinary finish, once re-asks have grown the prompt."""
+    if "EOF while parsing" not in why or failure.last_completion is None:
+        return ""
+    prompt, output = (
+        _tokens(failure.last_completion, "prompt_tokens"),
+        _tokens(failure.last_completion, "completion_tokens"),
+    )
+    return (
+        f" (the answer ends mid-JSON after {prompt} prompt + {output} output tokens: if the server's context "
+        f"holds {prompt + output} tokens, it stopped there; lower --chunk-chars or --reasks)"
+    )
 
 
 def _insights_cause(exc: BaseException) -> InsightsError | None:

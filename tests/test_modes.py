@@ -237,6 +237,9 @@ def test_an_always_invalid_answer_still_fails_with_every_output(server: Referenc
     with insights.ModelClient(settings_for(server, reasks=2)) as client, pytest.raises(InvalidOutput) as raised:
         insights.extract(fault_doc(), client=client)
     assert len(raised.value.outputs) == 3 and raised.value.outputs[-1] == raised.value.last_output
+    # llama.cpp also stops at its context size with an ordinary finish_reason: the message says how to fit.
+    message = str(raised.value)
+    assert "the answer ends mid-JSON after" in message and "lower --chunk-chars or --reasks" in message
 
 
 def raw_dumps(value: Any) -> str:
