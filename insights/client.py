@@ -568,7 +568,10 @@ class ModelClient:
         def once() -> Any:
             nonlocal attempts
             attempts += 1
-            prompt_tokens = len(json.dumps(request.get("messages", []), default=_jsonable)) // 4
+            verbose = log.isEnabledFor(logging.INFO)
+            prompt_tokens = 0
+            if self.before_request is not None or verbose:  # a few hundred µs a request: only when used
+                prompt_tokens = len(json.dumps(request.get("messages", []), default=_jsonable)) // 4
             if self.before_request is not None:
                 self.before_request(prompt_tokens)
             log.info(
