@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = "2"
 
@@ -121,6 +121,20 @@ class Extraction(BaseModel):
     failed_experiments: list[FailedExperimentDraft] = Field(
         default_factory=list, json_schema_extra={"maxItems": KIND_CAP}
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _has_a_list(cls, data: Any) -> Any:
+        # An object holding none of the four lists is an answer of another shape (a small model in JSON
+        # mode returned {"title": ..., "type": ...}); read as "nothing found" it would pass silently.
+        # ``{}`` is still an answer: nothing to report.
+        names = ("barriers", "enablers", "champions", "failed_experiments")
+        if isinstance(data, dict) and data and not any(name in data for name in names):
+            raise ValueError(
+                f"the answer has none of the keys {', '.join(names)} (it has {', '.join(sorted(map(str, data))[:6])}):"
+                " answer with an object of those four lists"
+            )
+        return data
 
 
 DRAFT_FIELDS: dict[Kind, str] = {

@@ -268,6 +268,25 @@ def test_escaping_raw_control_characters_reads_as_lenient_json_does(value: Any) 
         assert escape_controls(cut) == cut  # not JSON even leniently (a cut-off answer): left as it is
 
 
+# ================================================================== an answer of another shape is not "none"
+def test_an_object_without_any_of_the_four_lists_is_invalid_not_empty() -> None:
+    # SmolLM2 in json mode answered {"title": ..., "type": ...}: read as "no insights" it would pass silently.
+    with pytest.raises(ValueError, match="none of the keys barriers, enablers, champions, failed_experiments"):
+        Extraction.model_validate({"title": "Closing of a journey", "type": "learningplan"})
+    assert Extraction.model_validate({}).barriers == []  # nothing to report is still an answer
+    assert Extraction.model_validate({"enablers": [], "notes": "x"}).enablers == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_answer_of_another_shape_is_reasked_in_every_mode(server: ReferenceServer, mode: str) -> None:
+    server.plan = FaultPlan(script={FAULT_DOC: ["wrong_shape", "ok"]})
+    with insights.ModelClient(settings_for(server, mode=mode), sleep=FakeClock()) as client:
+        result = insights.extract(fault_doc(), client=client)
+    assert [r["action"] for r in server.requests] == ["wrong_shape", "ok"]
+    assert "none of the keys" in json.dumps(server.requests[1]["body"]["messages"][2:])
+    assert len(result.barriers) == len(annotation(FAULT_DOC)["barriers"])
+
+
 # ==================================================================================== 2. bounded lists
 def test_the_schema_bounds_every_list_and_still_accepts_an_answer_over_the_cap() -> None:
     assert_caps(Extraction.model_json_schema())

@@ -70,6 +70,8 @@ request number); leftover probability is ``ok``. The actions:
 ``at_cap``         200, the normal answer, whole, with ``completion_tokens`` equal to ``max_tokens``
 ``raw_newlines``   200, the normal answer with the first space of every statement written as a raw
                    newline inside the JSON string (llama.cpp's JSON grammar lets control characters through)
+``wrong_shape``    200, a JSON object with none of the four lists (``{"title": ..., "type": ...}``), as a
+                   small model answered in JSON mode
 ``unsupported_mode`` 500 with llama.cpp's message for a request shape it does not serve:
                    ``response_format type must be one of "text" or "json_object", but got: <type>``, or
                    ``tools param requires --jinja flag`` for a tool call
@@ -148,6 +150,7 @@ ACTIONS: tuple[str, ...] = (
     "cut_off",
     "at_cap",
     "raw_newlines",
+    "wrong_shape",
     "unsupported_mode",
 )
 
@@ -870,6 +873,8 @@ class ReferenceServer:
                     "failed_experiments": [],
                 }
             )
+        elif action == "wrong_shape":
+            arguments = _dumps({"title": "Closing of a journey", "type": "learningplan"})
         elif action == "no_tool_call":
             message["content"] = (
                 "I read the document. It describes several barriers and enablers of innovation, which I "
