@@ -188,9 +188,15 @@ class RunSummary:
     cost_usd: float = 0.0
 
     def add(self, outcome: Outcome) -> None:
-        """Count one outcome (a fatal error is not a failed document: the run stopped)."""
+        """Count one outcome (a fatal error is not a failed document: the run stopped). Tokens and cost
+        count every call, failed documents' included: the totals equal the call log's."""
         if outcome.result is None:
             self.failed += int(not getattr(outcome.error, "fatal", False))
+            spent = getattr(outcome.error, "usage", None)
+            if spent is not None:
+                self.input_tokens += spent.input_tokens
+                self.output_tokens += spent.output_tokens
+                self.cost_usd += spent.cost_usd or 0.0
             return
         usage = outcome.result.provenance.usage
         self.done += 1

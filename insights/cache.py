@@ -21,12 +21,14 @@ Cache key (a contract)
 else::
 
     {"endpoint":       endpoint host[:port], e.g. "api.openai.com" or "127.0.0.1:8000",
-     "mode":           the instructor mode, e.g. "tool_call",
+     "mode":           the instructor mode of Settings.mode: "tool_call" (tools),
+                       "json_schema_mode" (json_schema) or "json_mode" (json),
      "prompt_version": hash of the prompt files,
      "schema_version": insights.schema.SCHEMA_VERSION,
      "request":        every argument of the chat.completions request except transport options
                        (timeout, extra headers): model, messages (system prompt, document text, re-ask
-                       turns), tools, tool_choice, temperature, max_tokens, seed}
+                       turns), tools, tool_choice, response_format, temperature, max_tokens,
+                       seed}
 
 Pydantic values inside ``request`` are serialised with ``model_dump(mode="json", exclude_none=True)``.
 **Never the API key** (nor other secrets, nor per-run data such as timestamps or request ids).
@@ -680,8 +682,9 @@ class Cache:
         """Sizes and savings.
 
         ``hits`` are the cached calls in the log and ``misses`` all the others; ``tokens_saved`` and
-        ``cost_saved_usd`` sum the cached calls, ``tokens_spent`` and ``cost_spent_usd`` the
-        non-cached calls with status ``ok``. Unknown costs count as 0.
+        ``cost_saved_usd`` sum the cached calls, ``tokens_spent`` and ``cost_spent_usd`` every
+        non-cached call (a rejected answer, e.g. one cut off, cost its tokens too; a failed request
+        logs none). Unknown costs count as 0.
         """
 
         def query(conn: sqlite3.Connection) -> tuple[int, tuple[Any, ...]]:
@@ -693,9 +696,8 @@ class Cache:
                     COALESCE(SUM(cached != 0), 0),
                     COALESCE(SUM(CASE WHEN cached != 0 THEN input_tokens + output_tokens END), 0),
                     COALESCE(SUM(CASE WHEN cached != 0 THEN cost_usd END), 0.0),
-                    COALESCE(SUM(CASE WHEN cached = 0 AND status = 'ok'
-                                      THEN input_tokens + output_tokens END), 0),
-                    COALESCE(SUM(CASE WHEN cached = 0 AND status = 'ok' THEN cost_usd END), 0.0)
+                    COALESCE(SUM(CASE WHEN cached = 0 THEN input_tokens + output_tokens END), 0),
+                    COALESCE(SUM(CASE WHEN cached = 0 THEN cost_usd END), 0.0)
                 FROM calls
                 """
             ).fetchone()

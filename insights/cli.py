@@ -26,7 +26,7 @@ from . import __version__
 from .batch import DEFAULT_CONCURRENCY, Outcome, RunSummary, extract_many
 from .cache import Cache
 from .client import ModelClient
-from .config import Settings, resolve_settings
+from .config import DEFAULT_MAX_TOKENS, MODES, Settings, resolve_settings
 from .corpus import LoadFailure, load_corpus, scan_corpus
 from .errors import CacheError, ConfigError, DocumentError, InsightsError, OutputError, OutputWriteError, scrub
 from .output import OutputWriter
@@ -66,6 +66,8 @@ def _settings_from(args: argparse.Namespace) -> Settings:
         timeout=args.timeout,
         chunk_chars=args.chunk_chars,
         prices_path=args.prices,
+        mode=args.mode,
+        max_tokens=args.max_tokens,
     )
 
 
@@ -680,13 +682,16 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
         prog="insights",
+        allow_abbrev=False,
         description="Extract barriers, enablers, champions and failed experiments from practitioners' "
         "documents with a language model; every quote is located in the source.",
         epilog="Settings: arguments win over OPENAI_API_KEY, OPENAI_BASE_URL, INSIGHTS_MODEL, INSIGHTS_CACHE, "
-        "INSIGHTS_OFFLINE (see the README).",
+        "INSIGHTS_OFFLINE, INSIGHTS_MODE, INSIGHTS_MAX_TOKENS, INSIGHTS_TIMEOUT (see the README).",
     )
     parser.add_argument("--version", action="version", version=f"insights {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every request and retry")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log every request, retry, re-ask and cut-off answer"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ex = sub.add_parser(
@@ -718,7 +723,25 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--offline", action="store_true", help="never touch the network; a cache miss fails that document")
     ex.add_argument("--max-retries", type=int, metavar="N", help="transport retries per request (default 4)")
     ex.add_argument("--reasks", type=int, metavar="N", help="re-asks after an invalid or ungrounded answer (default 2)")
-    ex.add_argument("--timeout", type=float, metavar="S", help="seconds per HTTP request (default 120)")
+    ex.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="seconds per HTTP request (default 120; 600 for a local endpoint: localhost, a private address)",
+    )
+    ex.add_argument(
+        "--mode",
+        choices=MODES,
+        help="how the answer's structure is asked for: tools (a function call, default), json_schema "
+        "(response_format json_schema: OpenAI, Ollama) or json (response_format json_object: llama.cpp). "
+        "Default: INSIGHTS_MODE or tools",
+    )
+    ex.add_argument(
+        "--max-tokens",
+        type=int,
+        metavar="N",
+        help=f"output tokens per call; an answer that reaches it is cut off (default {DEFAULT_MAX_TOKENS})",
+    )
     ex.add_argument(
         "--chunk-chars", type=int, metavar="N", help="split documents longer than N characters (default 24000)"
     )
@@ -822,6 +845,11 @@ def build_parser() -> argparse.ArgumentParser:
             help="cache file (default: INSIGHTS_CACHE or ~/.cache/insights/insights.db)",
         )
     ca.set_defaults(func=cmd_cache, cache=None)
+    for p in _parsers(parser):
+        # No abbreviations: "--mode x" must never be read as "--model x" (nor any prefix as an option).
+        p.allow_abbrev = False
+        if p is not parser:  # -v after the subcommand too; SUPPRESS keeps a -v given before it
+            p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log every request")
     return parser
 
 
@@ -935,6 +963,16 @@ def _review_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--decisions", metavar="FILE", help="review decisions to apply (default: OUT.decisions.jsonl beside OUT)"
     )
+
+
+def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and every subcommand's parser below it."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                found.extend(_parsers(sub))
+    return found
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:

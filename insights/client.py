@@ -13,10 +13,28 @@ through :meth:`ModelClient._send`, which owns, in this order:
    ``Retry-After``; ``insufficient_quota``, 400/401/403/404/422 and content-filter refusals are not;
 4. the **call log**: every request, hit or miss, success or failure, with tokens, latency and cost.
 
-Completions that end in ``length``, ``content_filter`` or a refusal raise
-:class:`~insights.errors.OutputRejected` and are never cached. When a document fails, extraction calls
-:meth:`ModelClient.discard` to remove the completions its calls stored, so a failure is never replayed
-from the cache.
+Completions that were cut off, filtered or refused raise :class:`~insights.errors.OutputRejected` and
+are never cached (their tokens are still logged and counted). *Cut off* means ``finish_reason: "length"``,
+or ``completion_tokens`` reaching ``max_tokens`` with an answer that is not a whole JSON value:
+llama.cpp's server reports ``"tool_calls"`` or ``"stop"`` for an answer it stopped at the cap. A cut-off
+answer is never re-asked (the re-ask would paste the truncated text back into a prompt that already did
+not fit); the error says to raise ``--max-tokens`` or lower ``--chunk-chars``. When a document fails,
+extraction calls :meth:`ModelClient.discard` to remove the completions its calls stored, so a failure is
+never replayed from the cache.
+
+Modes (``Settings.mode``): ``tools`` asks for a forced function call; ``json_schema`` sends
+``response_format: {"type": "json_schema", ...}``; ``json`` sends ``response_format: {"type": "json_object"}``
+with the schema in the system message (instructor's TOOLS, JSON_SCHEMA and JSON modes). The mode is part of
+the cache key. A server that rejects the mode's request shape (llama.cpp answers ``json_schema`` with HTTP
+500) fails at once with a :class:`~insights.errors.RequestRejected` naming the mode and the others.
+
+Parsing is lenient only where JSON itself is: raw control characters inside strings (llama.cpp's JSON
+grammar lets newlines through) are escaped before instructor parses, exactly as ``json.loads(...,
+strict=False)`` reads them. The cache keeps the bytes the endpoint sent.
+
+Logging (``insights.client`` at INFO, ``insights -v``): each request with its model, mode, document and
+attempt; each answer with its tokens and time; each transport retry with its reason and wait; each
+re-ask with the validation error; each cut-off answer.
 
 For the Batch API (:mod:`insights.batchapi`): in *capture mode* (``on_miss`` set, offline) a miss hands the
 request's key and the exact body the SDK would POST to ``on_miss`` instead of sending anything;
@@ -30,6 +48,7 @@ import functools
 import json
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -66,11 +85,37 @@ from .schema import SCHEMA_VERSION
 log = logging.getLogger("insights.client")
 T = TypeVar("T", bound=BaseModel)
 
-MODE = instructor.Mode.TOOLS
-#: The structured call under way in this thread: its ledger and prompt version (read by _dispatch).
-_CALL: ContextVar[tuple[CallLedger, str]] = ContextVar("insights_call")
+#: ``Settings.mode`` -> instructor's mode (the value of which is part of the cache key).
+MODES: dict[str, instructor.Mode] = {
+    "tools": instructor.Mode.TOOLS,
+    "json_schema": instructor.Mode.JSON_SCHEMA,
+    "json": instructor.Mode.JSON,
+}
+#: Words in a server's error message that show it refused the request shape of a mode.
+_MODE_WORDS: dict[str, tuple[str, ...]] = {
+    "tools": ("tool",),
+    "json_schema": ("response_format", "json_schema"),
+    "json": ("response_format", "json_object"),
+}
+_CONTEXT_RE = re.compile(r"context[ _](length|size|window)|maximum context|exceed_context", re.IGNORECASE)
+_CONTROL_RE = re.compile(r"[\x00-\x1f]")
+_STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 MAX_BACKOFF_S = 60.0
 _NOT_KEYED = {"timeout", "extra_headers", "extra_query", "extra_body", "stream"}
+#: Request fields the SDK would walk as typed parameters; sent in ``extra_body`` as given instead.
+_RAW_BODY = ("tools", "tool_choice", "response_format")
+
+
+@dataclass
+class _Call:
+    """The structured call under way in this thread (read by ``_dispatch``)."""
+
+    ledger: CallLedger
+    prompt_version: str
+    attempt: int = 0
+
+
+_CALL: ContextVar[_Call] = ContextVar("insights_call")
 
 
 @dataclass
@@ -136,6 +181,85 @@ def classify(exc: Exception, attempts: int) -> ModelError | _Retryable:
     return RequestRejected(message, attempts=attempts, status=status)
 
 
+def _error_fields(exc: openai.APIStatusError) -> tuple[str, str]:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    inner = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+    words = " ".join(str(inner.get(k) or "") for k in ("code", "type"))
+    return words, str(inner.get("message") or exc.message or "")
+
+
+def explain_status_error(exc: Exception, *, mode: str, attempts: int) -> RequestRejected | None:
+    """A refusal that retrying cannot fix, said in terms a user can act on; ``None`` for anything else.
+
+    * the prompt does not fit the model's context (OpenAI's ``context_length_exceeded``, llama.cpp's
+      ``exceed_context_size_error``, vLLM's "maximum context length"): lower ``--chunk-chars``;
+    * the server refuses the mode's request shape (its message names ``response_format``/``tools``, even
+      as an HTTP 500, as llama.cpp does for ``json_schema``): use another ``--mode``.
+    """
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code in (401, 403, 429):
+        return None
+    words, message = _error_fields(exc)
+    status = exc.status_code
+    said = f"HTTP {status} {' '.join(message.split())[:500]}"  # servers may send a traceback: one line
+    if _CONTEXT_RE.search(f"{words} {message}"):
+        return RequestRejected(
+            f"{said} [{words.strip()}] (the prompt does not fit the model's context: lower --chunk-chars "
+            "(INSIGHTS_CHUNK_CHARS), or serve the model with a larger context)",
+            attempts=attempts,
+            status=status,
+        )
+    if any(word in message.lower() for word in _MODE_WORDS.get(mode, ())):
+        others = ", ".join(f"--mode {m}" for m in MODES if m != mode)
+        return RequestRejected(
+            f"{said} (the endpoint rejects the request shape of --mode {mode}; try {others})",
+            attempts=attempts,
+            status=status,
+        )
+    return None
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with raw control characters inside JSON strings escaped, when that is what keeps it from
+    parsing strictly; anything else is returned unchanged.
+
+    The result means exactly what ``json.loads(text, strict=False)`` reads: nothing is guessed.
+    """
+    if not _CONTROL_RE.search(text):
+        return text
+    try:
+        json.loads(text)
+        return text
+    except ValueError:
+        pass
+    try:
+        json.loads(text, strict=False)
+    except ValueError:
+        return text
+    escape = functools.partial(_CONTROL_RE.sub, lambda m: json.dumps(m.group())[1:-1])
+    return _STRING_RE.sub(lambda m: escape(m.group()), text)
+
+
+def _lenient(completion: Any) -> Any:
+    """``completion`` as instructor should parse it: JSON strings with raw control characters escaped.
+
+    A copy when anything changes: the completion itself is what the cache stores."""
+    message = completion.choices[0].message if completion.choices else None
+    if message is None:
+        return completion
+    calls = [call.function for call in message.tool_calls or [] if getattr(call, "function", None) is not None]
+    texts = [message.content, *(function.arguments for function in calls)]
+    fixed = [escape_controls(t) if isinstance(t, str) else t for t in texts]
+    if fixed == texts:
+        return completion
+    copy = completion.model_copy(deep=True)
+    message = copy.choices[0].message
+    message.content = fixed[0]
+    calls = [call.function for call in message.tool_calls or [] if getattr(call, "function", None) is not None]
+    for function, text in zip(calls, fixed[1:], strict=True):
+        function.arguments = text
+    return copy
+
+
 def _memoize_async_validator_check() -> None:
     """Remember which response models passed instructor's async-validator check.
 
@@ -182,28 +306,42 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def _check_finish(completion: Any, attempts: int) -> None:
+def _rejection(completion: Any, request: dict[str, Any], attempts: int) -> OutputRejected | None:
+    """Why a completion cannot be used (cut off, filtered, refused), or ``None``."""
     choice = completion.choices[0] if completion.choices else None
     if choice is None:
-        raise OutputRejected("the endpoint returned no choices", attempts=attempts)
+        return OutputRejected("the endpoint returned no choices", attempts=attempts)
     message = choice.message
     if getattr(message, "refusal", None):
-        raise OutputRejected(f"the model refused: {message.refusal}", attempts=attempts)
+        return OutputRejected(f"the model refused: {message.refusal}", attempts=attempts)
     if choice.finish_reason == "content_filter":
-        raise OutputRejected("the answer was blocked by the endpoint's content filter", attempts=attempts)
-    if choice.finish_reason == "length":
-        raw = message.tool_calls[0].function.arguments if message.tool_calls else message.content
-        raise OutputRejected(
-            "the answer was cut off (finish_reason=length): raise max_tokens or use smaller chunks",
+        return OutputRejected("the answer was blocked by the endpoint's content filter", attempts=attempts)
+    raw = _output_text(completion)
+    limit = request.get("max_completion_tokens") or request.get("max_tokens")
+    used = _tokens(completion, "completion_tokens")
+    at_cap = isinstance(limit, int) and 0 < limit <= used and not _whole_json(raw)
+    if choice.finish_reason == "length" or at_cap:
+        return OutputRejected(
+            f"the answer was cut off at {limit or used} tokens (finish_reason={choice.finish_reason}, "
+            f"{used} output tokens): raise --max-tokens (INSIGHTS_MAX_TOKENS) or lower --chunk-chars",
             attempts=attempts,
             last_output=raw,
         )
+    return None
 
 
-def _last_output(exc: InstructorRetryException) -> str | None:
-    completion = exc.last_completion
+def _whole_json(text: str | None) -> bool:
     try:
-        message = completion.choices[0].message  # type: ignore[union-attr]
+        json.loads(text or "", strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _output_text(completion: Any) -> str | None:
+    """The answer's raw text: the first tool call's arguments, else the content."""
+    try:
+        message = completion.choices[0].message
         if message.tool_calls:
             return str(message.tool_calls[0].function.arguments)
         return None if message.content is None else str(message.content)
@@ -258,7 +396,8 @@ class ModelClient:
         self._rng = random.Random()
         self._lock = threading.Lock()
         # Patched once: instructor calls _dispatch for the first request and every re-ask.
-        self._create = instructor.patch(create=self._dispatch, mode=MODE)
+        self.mode = MODES[self.settings.mode]
+        self._create = instructor.patch(create=self._dispatch, mode=self.mode)
         self._openai: openai.OpenAI | None = None
         if openai_client is not None:
             if not isinstance(openai_client, openai.OpenAI):
@@ -324,7 +463,7 @@ class ModelClient:
             request["max_tokens"] = self.settings.max_tokens
         if self.settings.seed is not None:
             request["seed"] = self.settings.seed
-        token = _CALL.set((ledger, prompt_version))
+        token = _CALL.set(_Call(ledger, prompt_version))
         try:
             # No ``context=``: instructor would render every message as a Jinja template.
             answer: T = self._create(
@@ -337,14 +476,19 @@ class ModelClient:
             _CALL.reset(token)
         # Raised outside the except block so that no cause/context cycle forms: instructor's exception
         # has our error as its cause, and ours keeps the SDK error as its own.
+        outputs = [text for a in failure.failed_attempts or [] if (text := _output_text(a.completion)) is not None]
         cause = _insights_cause(failure)
         if cause is not None:
+            if isinstance(cause, ModelError):
+                cause.outputs = outputs  # the answers before the one that failed: extraction may use them
             raise cause
+        why = _why(failure)
         raise InvalidOutput(
-            f"no valid answer after {failure.n_attempts} attempt(s): {_why(failure)}",
+            f"no valid answer after {failure.n_attempts} attempt(s): {why}{_ends_mid_json(failure, why)}",
             attempts=failure.n_attempts,
-            last_output=_last_output(failure),
+            last_output=_output_text(failure.last_completion),
             document_id=document_id,
+            outputs=outputs,
         ) from failure
 
     def discard(self, ledger: CallLedger) -> None:
@@ -386,7 +530,7 @@ class ModelClient:
     def _key(self, request: dict[str, Any], prompt_version: str) -> str:
         parts = {
             "endpoint": self.endpoint,
-            "mode": str(MODE.value),
+            "mode": str(self.mode.value),
             "prompt_version": prompt_version,
             "schema_version": SCHEMA_VERSION,
             "request": {k: v for k, v in request.items() if k not in _NOT_KEYED},
@@ -394,10 +538,21 @@ class ModelClient:
         return request_key(parts, default=_jsonable)
 
     def _dispatch(self, *args: Any, **request: Any) -> Any:
-        ledger, prompt_version = _CALL.get()
-        return self._send(request, ledger, prompt_version)
+        call = _CALL.get()
+        call.attempt += 1
+        if call.attempt > 1:
+            messages = request.get("messages") or [{}]
+            why = " ".join(str(messages[-1].get("content") or "").split()).removeprefix("Validation Error found: ")
+            log.info(
+                "%s: re-ask %d of %d after an invalid answer: %s",
+                call.ledger.document_id or "request",
+                call.attempt - 1,
+                self.settings.reasks,
+                why[:300],
+            )
+        return self._send(request, call.ledger, call.prompt_version, call.attempt)
 
-    def _send(self, request: dict[str, Any], ledger: CallLedger, prompt_version: str) -> Any:
+    def _send(self, request: dict[str, Any], ledger: CallLedger, prompt_version: str, attempt: int = 1) -> Any:
         from openai.types.chat import ChatCompletion
 
         cache = self._live_cache()
@@ -424,7 +579,8 @@ class ModelClient:
                         self._cache_failed(error)
                 else:
                     self._account(ledger, key, completion, 0.0, cached=True)
-                    return completion
+                    log.info("%s: request %d answered from the cache", doc or "request", attempt)
+                    return _lenient(completion)
         if self.settings.offline:
             if self.on_miss is not None:
                 self.on_miss(key, self.request_body(request), doc)
@@ -443,12 +599,27 @@ class ModelClient:
         def once() -> Any:
             nonlocal attempts
             attempts += 1
+            verbose = log.isEnabledFor(logging.INFO)
+            prompt_tokens = 0
+            if self.before_request is not None or verbose:  # a few hundred µs a request: only when used
+                prompt_tokens = len(json.dumps(request.get("messages", []), default=_jsonable)) // 4
             if self.before_request is not None:
-                self.before_request(len(json.dumps(request.get("messages", []), default=_jsonable)) // 4)
+                self.before_request(prompt_tokens)
+            log.info(
+                "%s: sending request %d (model %s, mode %s, ~%d prompt tokens, timeout %gs)",
+                doc or "request",
+                attempt,
+                self.model,
+                self.settings.mode,
+                prompt_tokens,
+                self.settings.timeout,
+            )
             try:
                 return self._openai_create(request)
             except openai.OpenAIError as exc:
-                mapped = classify(exc, attempts)
+                mapped = explain_status_error(exc, mode=self.settings.mode, attempts=attempts) or classify(
+                    exc, attempts
+                )
                 err = mapped.error if isinstance(mapped, _Retryable) else mapped
                 err.document_id = doc
                 self._log(
@@ -462,6 +633,7 @@ class ModelClient:
             stop=stop_after_attempt(self.settings.max_retries + 1),
             wait=self._wait,
             retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
+            before_sleep=functools.partial(self._log_retry, doc),
             sleep=self.sleep,
             reraise=True,
         )
@@ -472,7 +644,22 @@ class ModelClient:
             exc.error.attempts = attempts
             raise exc.error from exc.__cause__
         latency = time.perf_counter() - started
-        _check_finish(completion, attempts)
+        rejected = _rejection(completion, request, attempts)
+        log.info(
+            "%s: answer %d in %.1fs (%d prompt + %d output tokens, finish_reason %s)",
+            doc or "request",
+            attempt,
+            latency,
+            _tokens(completion, "prompt_tokens"),
+            _tokens(completion, "completion_tokens"),
+            completion.choices[0].finish_reason if completion.choices else None,
+        )
+        # Spent tokens are counted whether or not the answer can be used.
+        self._account(ledger, key, completion, latency, cached=False, rejected=rejected)
+        if rejected is not None:
+            rejected.document_id = doc
+            log.info("%s: %s", doc or "request", rejected)
+            raise rejected
         cache = self._live_cache()
         if cache is not None:
             # The answer is paid for: a cache that cannot store it (a full disk) must not fail the document.
@@ -488,14 +675,13 @@ class ModelClient:
                 ledger.stored_keys.append(key)
             except CacheError as exc:
                 self._cache_failed(exc)
-        self._account(ledger, key, completion, latency, cached=False)
-        return completion
+        return _lenient(completion)
 
     def _openai_create(self, request: dict[str, Any], sdk: Any = None) -> Any:
-        # The tool schema goes in ``extra_body``, which the SDK sends as given: as a typed parameter it
-        # is walked node by node on every request (about 2 ms of CPU, the largest cost under the GIL).
-        # The JSON sent is the same apart from key order.
-        body = {k: request[k] for k in ("tools", "tool_choice") if k in request}
+        # The tool schema (or response format) goes in ``extra_body``, which the SDK sends as given: as a
+        # typed parameter it is walked node by node on every request (about 2 ms of CPU, the largest cost
+        # under the GIL). The JSON sent is the same apart from key order.
+        body = {k: request[k] for k in _RAW_BODY if k in request}
         params = {k: v for k, v in request.items() if k not in body}
         if body:
             params["extra_body"] = {**params.get("extra_body", {}), **body}
@@ -509,7 +695,28 @@ class ModelClient:
         base: float = min(MAX_BACKOFF_S, 0.5 * 2 ** (state.attempt_number - 1))
         return base * (0.5 + self._rng.random() / 2)  # jitter: spread retries of parallel workers
 
-    def _account(self, ledger: CallLedger, key: str, completion: Any, latency: float, *, cached: bool) -> None:
+    def _log_retry(self, doc: str, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.info(
+            "%s: %s; retry %d of %d in %.1f s",
+            doc or "request",
+            exc,
+            state.attempt_number,
+            self.settings.max_retries,
+            wait,
+        )
+
+    def _account(
+        self,
+        ledger: CallLedger,
+        key: str,
+        completion: Any,
+        latency: float,
+        *,
+        cached: bool,
+        rejected: OutputRejected | None = None,
+    ) -> None:
         tin, tout = _tokens(completion, "prompt_tokens"), _tokens(completion, "completion_tokens")
         price = cost(self.model, tin, tout, self.prices)
         ledger.calls += 1
@@ -519,7 +726,8 @@ class ModelClient:
             ledger.output_tokens += tout
             if price is not None:
                 ledger.cost_usd = (ledger.cost_usd or 0.0) + price
-        self._log(CallRecord(ledger.document_id, self.model, key, cached, tin, tout, latency, price))
+        status, error = ("ok", "") if rejected is None else (type(rejected).__name__, str(rejected)[:500])
+        self._log(CallRecord(ledger.document_id, self.model, key, cached, tin, tout, latency, price, status, error))
 
     def _log(self, record: CallRecord) -> None:
         cache = self._live_cache()
@@ -567,7 +775,9 @@ class ModelClient:
             completion = ChatCompletion.model_validate(response)
         except ValidationError as exc:
             raise ValueError(f"not a chat completion: {exc}") from None
-        _check_finish(completion, 1)
+        rejected = _rejection(completion, {"max_tokens": self.settings.max_tokens}, 1)
+        if rejected is not None:
+            raise rejected
         tin, tout = _tokens(completion, "prompt_tokens"), _tokens(completion, "completion_tokens")
         if self.cache is not None:
             self.cache.put(
@@ -670,6 +880,21 @@ def _plain(obj: Any) -> dict[str, Any]:
 def _tokens(completion: Any, name: str) -> int:
     usage = getattr(completion, "usage", None)
     return int(getattr(usage, name, 0) or 0) if usage is not None else 0
+
+
+def _ends_mid_json(failure: InstructorRetryException, why: str) -> str:
+    """A hint when the last answer stops mid-JSON below ``max_tokens``: a local server (llama.cpp) also
+    stops at its context size, reporting an ordinary finish, once re-asks have grown the prompt."""
+    if "EOF while parsing" not in why or failure.last_completion is None:
+        return ""
+    prompt, output = (
+        _tokens(failure.last_completion, "prompt_tokens"),
+        _tokens(failure.last_completion, "completion_tokens"),
+    )
+    return (
+        f" (the answer ends mid-JSON after {prompt} prompt + {output} output tokens: if the server's context "
+        f"holds {prompt + output} tokens, it stopped there; lower --chunk-chars or --reasks)"
+    )
 
 
 def _insights_cause(exc: BaseException) -> InsightsError | None:

@@ -11,16 +11,27 @@ Environment variables read (and nowhere else in the package)::
     INSIGHTS_PRICES       JSON file of {model: {"input": $/1M tokens, "output": $/1M tokens}}
     INSIGHTS_MAX_RETRIES  transport retries per call                    default: 4
     INSIGHTS_REASKS       re-asks after an invalid or ungrounded answer default: 2
-    INSIGHTS_TIMEOUT      seconds per HTTP request                      default: 120
+    INSIGHTS_TIMEOUT      seconds per HTTP request          default: 120, or 600 for a local endpoint
     INSIGHTS_CHUNK_CHARS  documents longer than this are chunked        default: 24000
+    INSIGHTS_MODE         how the answer's structure is requested        default: tools
+                          tools:       a forced function call (OpenAI, vLLM, llama.cpp with --jinja)
+                          json_schema: response_format json_schema (OpenAI, Ollama; llama.cpp rejects it)
+                          json:        response_format json_object, the schema in the system message
+    INSIGHTS_MAX_TOKENS   output tokens per call; an answer that reaches it is cut off   default: 4096
+
+A *local endpoint* is one whose host is ``localhost``, a loopback or private address, or a name without a
+dot (a container or LAN host such as ``ollama``): a model on a CPU takes minutes per call, and a retry
+after a timeout only queues behind the abandoned request on the server, so the timeout is longer there.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
@@ -28,10 +39,14 @@ DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_MAX_RETRIES = 4
 DEFAULT_REASKS = 2
 DEFAULT_TIMEOUT = 120.0
+LOCAL_TIMEOUT = 600.0
 DEFAULT_CHUNK_CHARS = 24_000
 DEFAULT_CHUNK_OVERLAP = 1_000
 DEFAULT_TEMPERATURE = 0.0
 DEFAULT_MAX_TOKENS = 4_096
+#: The ways of asking for structured output (``--mode``); insights.client maps them to instructor's modes.
+MODES: tuple[str, ...] = ("tools", "json_schema", "json")
+DEFAULT_MODE = "tools"
 
 
 def default_cache_path(env: Mapping[str, str] | None = None) -> Path:
@@ -59,6 +74,7 @@ class Settings:
     seed: int | None = None
     chunk_chars: int = DEFAULT_CHUNK_CHARS
     chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
+    mode: str = DEFAULT_MODE
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed."""
@@ -77,6 +93,20 @@ def _number(env: Mapping[str, str], name: str, kind: type, default: Any) -> Any:
         return kind(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def is_local_endpoint(base_url: str | None) -> bool:
+    """Whether ``base_url`` points at this machine or a private network (see the module docstring)."""
+    host = (urlsplit(base_url).hostname or "") if base_url else ""
+    if not host:
+        return False
+    if host == "localhost" or host.endswith((".localhost", ".local")) or ("." not in host and ":" not in host):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_link_local
 
 
 def resolve_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -108,21 +138,30 @@ def resolve_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> 
             return given.pop(name)
         return _number(env, env_name, kind, default)
 
+    base_url = given.pop("base_url", None) or env.get("OPENAI_BASE_URL") or None
     settings = Settings(
         model=given.pop("model", None) or env.get("INSIGHTS_MODEL") or DEFAULT_MODEL,
         api_key=given.pop("api_key", None) or env.get("OPENAI_API_KEY") or None,
-        base_url=given.pop("base_url", None) or env.get("OPENAI_BASE_URL") or None,
+        base_url=base_url,
         cache_path=cache_path,
         offline=bool(given.pop("offline", False)) or _flag(env.get("INSIGHTS_OFFLINE")),
         prices_path=Path(prices).expanduser() if prices else None,
         max_retries=pick("max_retries", "INSIGHTS_MAX_RETRIES", int, DEFAULT_MAX_RETRIES),
         reasks=pick("reasks", "INSIGHTS_REASKS", int, DEFAULT_REASKS),
-        timeout=pick("timeout", "INSIGHTS_TIMEOUT", float, DEFAULT_TIMEOUT),
+        timeout=pick(
+            "timeout", "INSIGHTS_TIMEOUT", float, LOCAL_TIMEOUT if is_local_endpoint(base_url) else DEFAULT_TIMEOUT
+        ),
         chunk_chars=pick("chunk_chars", "INSIGHTS_CHUNK_CHARS", int, DEFAULT_CHUNK_CHARS),
+        max_tokens=pick("max_tokens", "INSIGHTS_MAX_TOKENS", int, DEFAULT_MAX_TOKENS),
+        mode=given.pop("mode", None) or env.get("INSIGHTS_MODE") or DEFAULT_MODE,
     )
     settings = replace(settings, **given)
     if settings.max_retries < 0 or settings.reasks < 0:
         raise ConfigError("max_retries and reasks must be 0 or more")
+    if settings.mode not in MODES:
+        raise ConfigError(f"mode {settings.mode!r} is not one of {', '.join(MODES)}")
+    if settings.max_tokens < 1:
+        raise ConfigError(f"max_tokens={settings.max_tokens} must be 1 or more")
     if settings.chunk_chars < 2_000:
         raise ConfigError(f"chunk_chars={settings.chunk_chars} is too small (2000 at least)")
     return settings

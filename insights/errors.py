@@ -15,11 +15,14 @@ wrapped with their cause on ``__cause__`` (``raise ... from e``)::
           ├── RequestRejected   400 / 404 / 422: the request itself is wrong (unknown model, too long)
           ├── AuthError         401 / 403: the key is wrong or lacks access               (fatal)
           ├── QuotaExceeded     429 ``insufficient_quota``: the account is out of credit  (fatal)
-          ├── OutputRejected    content filter, refusal, or ``finish_reason=length``
+          ├── OutputRejected    content filter, refusal, or an answer cut off at ``max_tokens``
           └── InvalidOutput     the answer never parsed into the schema within the re-ask bound
 
-``ModelError`` carries ``attempts`` (HTTP attempts made), ``status`` (HTTP status, if any) and
-``last_output`` (the last raw text the model returned, if any). Two class attributes tell a batch
+``ModelError`` carries ``attempts`` (HTTP attempts made), ``status`` (HTTP status, if any),
+``last_output`` (the last raw text the model returned, if any) and ``outputs`` (the raw answers of the
+call's attempts that reached validation, oldest first: what extraction falls back on). Every
+``InsightsError`` raised by a document's extraction carries ``usage`` (the tokens its calls spent, failed
+attempts included) once it leaves :func:`insights.extract`. Two class attributes tell a batch
 runner what to do: ``retryable`` (trying again later may help) and ``fatal`` (stop the whole run:
 every further request would fail the same way).
 
@@ -36,6 +39,12 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .schema import Usage
+
 
 REDACTED = "[redacted]"
 _MIN_SECRET = 8  # shorter "keys" (placeholders such as "x") are not removed from every text
@@ -80,6 +89,9 @@ class InsightsError(Exception):
 
     def __init__(self, *args: object) -> None:
         super().__init__(*(scrub(a) if isinstance(a, str) else a for a in args))
+
+    #: What the failed document's calls spent (set by extraction; ``None`` elsewhere).
+    usage: Usage | None = None
 
 
 class ConfigError(InsightsError):
@@ -136,10 +148,12 @@ class ModelError(InsightsError):
         status: int | None = None,
         last_output: str | None = None,
         document_id: str = "",
+        outputs: Sequence[str] = (),
     ) -> None:
         self.attempts = attempts
         self.status = status
         self.last_output = None if last_output is None else scrub(last_output)
+        self.outputs = list(outputs)  # in memory only, for the best-answer fallback; never stored or shown
         self.document_id = document_id
         super().__init__(message)
 

@@ -1,26 +1,35 @@
 """From one document to its grounded insights: prompt → model call → located evidence → records.
 
 One structured call per document, or per chunk of a long one. The model's quotes are located by
-:mod:`insights.grounding` inside validation, so an ungrounded answer is re-asked; after the re-ask bound
-the last answer is read leniently and every insight whose quotes are not all in the document is listed
-in ``DocumentInsights.rejected`` with the reason — never kept without offsets, never silently dropped.
+:mod:`insights.grounding` inside validation, so an ungrounded answer is re-asked.
+
+When a call ends without a valid answer — past the re-ask bound (``InvalidOutput``), or a re-ask that was
+cut off, refused or did not fit the context (``OutputRejected``, ``RequestRejected``) — every earlier answer
+of that call that parses (JSON read with ``strict=False``) is grounded leniently, and the one with the most
+located insights is used (on a tie, the latest): re-asks of a small model often get worse, and its first
+answer may be its best. Every insight of that answer whose quotes are not all in the document is listed in
+``DocumentInsights.rejected`` with the reason — never kept without offsets, never silently dropped. No
+answer parses: the document fails with the call's error. Transport, auth and quota errors never fall back
+(running again may do better).
+
+A failed document's error carries ``usage``: what its calls spent, failed attempts included.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
-
-from pydantic import ValidationError
 
 from . import __version__
 from .chunking import Chunk, split
 from .client import CallLedger, ModelClient
 from .config import Settings, resolve_settings
 from .documents import Document, redact_emails
-from .errors import InvalidOutput
+from .errors import InsightsError, InvalidOutput, OutputRejected, RequestRejected
 from .grounding import GroundedDraft, GroundedExtraction, Grounder, GroundingContext, grounding, normalize
 from .prompts import load_prompts, one_line, render_messages
 from .schema import (
@@ -30,6 +39,8 @@ from .schema import (
     Rejected,
     Usage,
 )
+
+log = logging.getLogger("insights.extract")
 
 
 def chunks_for(document: Document, settings: Settings) -> list[Chunk]:
@@ -75,16 +86,31 @@ def _ground_chunk(
                 ledger=ledger,
             )
         return answer.grounded
-    except InvalidOutput as exc:
-        # Past the re-ask bound: if the last answer parses, keep what is grounded and reject the rest.
-        if exc.last_output is None:
+    except (InvalidOutput, OutputRejected, RequestRejected) as exc:
+        best = best_answer(exc.outputs, context)
+        if best is None:
             raise
-        context.strict = False
+        log.warning("%s: no valid answer (%s); keeping the best earlier answer that parses", document.id, exc)
+        return best
+
+
+def best_answer(outputs: Sequence[str], context: GroundingContext) -> list[GroundedDraft] | None:
+    """Of the raw answers ``outputs`` (oldest first), the grounded drafts of the one that parses with the
+    most located insights (on a tie, the latest); ``None`` if none parses. Grounding is lenient: an
+    insight with a quote not in the document comes back with ``evidence=None`` and its reason."""
+    context.strict = False
+    best: list[GroundedDraft] | None = None
+    located = -1
+    for text in outputs:
         try:
-            lenient = GroundedExtraction.model_validate_json(exc.last_output, context={"grounding": context})
-        except ValidationError:
-            raise exc from None
-        return lenient.grounded
+            data = json.loads(text, strict=False)
+            parsed = GroundedExtraction.model_validate(data, context={"grounding": context})
+        except ValueError:  # not JSON, or not the schema (ValidationError is a ValueError)
+            continue
+        count = sum(g.evidence is not None for g in parsed.grounded)
+        if count >= located:
+            best, located = parsed.grounded, count
+    return best
 
 
 def _merge(grounded: Iterable[GroundedDraft]) -> tuple[list[dict[str, Any]], list[Rejected]]:
@@ -173,8 +199,10 @@ def _extract(client: ModelClient, document: Document) -> DocumentInsights:
     try:
         for chunk in chunks:
             grounded.extend(_ground_chunk(client, document, chunk, grounder, ledger))
-    except BaseException:
+    except BaseException as exc:
         client.discard(ledger)
+        if isinstance(exc, InsightsError):
+            exc.usage = _usage(ledger)
         raise
     kept, rejected = _merge(grounded)
     records = _records(kept)
@@ -184,13 +212,7 @@ def _extract(client: ModelClient, document: Document) -> DocumentInsights:
         library_version=__version__,
         content_hash=document.content_hash,
         chunks=len(chunks),
-        usage=Usage(
-            input_tokens=ledger.input_tokens,
-            output_tokens=ledger.output_tokens,
-            calls=ledger.calls,
-            cached_calls=ledger.cached_calls,
-            cost_usd=ledger.cost_usd,
-        ),
+        usage=_usage(ledger),
         latency_s=round(time.perf_counter() - started, 4),
         extracted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
@@ -203,4 +225,14 @@ def _extract(client: ModelClient, document: Document) -> DocumentInsights:
         failed_experiments=records["failed_experiment"],
         rejected=rejected,
         provenance=provenance,
+    )
+
+
+def _usage(ledger: CallLedger) -> Usage:
+    return Usage(
+        input_tokens=ledger.input_tokens,
+        output_tokens=ledger.output_tokens,
+        calls=ledger.calls,
+        cached_calls=ledger.cached_calls,
+        cost_usd=ledger.cost_usd,
     )

@@ -15,7 +15,8 @@ A run with ``-o OUT.jsonl`` writes three files (the two sidecars are named after
                          its line is here.
 ``OUT.errors.jsonl``     one line per document (or unreadable file) whose latest attempt failed and that
                          is not done: ``document_id``, ``path``, ``source``, ``error_type``, ``message``,
-                         ``attempts``, ``retryable``, ``status``, ``last_output`` (truncated), ``time``.
+                         ``attempts``, ``retryable``, ``status``, ``last_output`` (truncated), ``usage`` (tokens
+                         and cost its calls spent), ``time``.
 
 One run at a time: :meth:`OutputWriter.resume` first takes the lock ``OUT.jsonl.lock``
 (:mod:`insights.lock`) and holds it until :meth:`OutputWriter.close`; a second run on the same output
@@ -145,6 +146,7 @@ def error_record(
         "status": getattr(model_error, "status", None),
         "retryable": bool(getattr(error, "retryable", not isinstance(error, InsightsError))),
         "last_output": scrub(last)[:MAX_LAST_OUTPUT] if isinstance(last, str) else None,
+        "usage": usage.model_dump(mode="json") if (usage := getattr(error, "usage", None)) is not None else None,
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

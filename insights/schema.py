@@ -11,15 +11,20 @@ Two families live here, and the difference matters:
 
 ``SCHEMA_VERSION`` changes whenever a record or draft changes shape; it is part of every cache key and of
 every record's provenance.
+
+The drafts' lists carry caps in the schema sent to the model (``maxItems``: ``QUOTES_CAP`` quotes an insight,
+``KIND_CAP`` insights of each kind a call). Under grammar-constrained decoding (llama.cpp, Ollama) a small
+model otherwise loops inside a list until ``max_tokens``; other endpoints read them as guidance. Validation
+does not enforce them: an answer over a cap is kept whole, since nothing the model found is dropped unseen.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 Kind = Literal["barrier", "enabler", "champion", "failed_experiment"]
 KINDS: tuple[Kind, ...] = ("barrier", "enabler", "champion", "failed_experiment")
@@ -46,10 +51,15 @@ ChampionType = Literal["person", "organization", "team"]
 Sector = Literal["government", "academia", "private", "civil_society", "international", "community", "unknown"]
 MatchKind = Literal["exact", "normalized", "fuzzy"]
 
+#: ``maxItems`` of an insight's quotes and of each kind's list in the schema sent to the model (not validated).
+QUOTES_CAP = 3
+KIND_CAP = 12
+
 Quotes = Annotated[
     list[str],
     Field(
         min_length=1,
+        json_schema_extra={"maxItems": QUOTES_CAP},
         description="One to three short passages copied word for word from the document (not paraphrased), "
         "each a sentence or clause that on its own supports the statement.",
     ),
@@ -105,10 +115,26 @@ class Extraction(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    barriers: list[BarrierDraft] = Field(default_factory=list)
-    enablers: list[EnablerDraft] = Field(default_factory=list)
-    champions: list[ChampionDraft] = Field(default_factory=list)
-    failed_experiments: list[FailedExperimentDraft] = Field(default_factory=list)
+    barriers: list[BarrierDraft] = Field(default_factory=list, json_schema_extra={"maxItems": KIND_CAP})
+    enablers: list[EnablerDraft] = Field(default_factory=list, json_schema_extra={"maxItems": KIND_CAP})
+    champions: list[ChampionDraft] = Field(default_factory=list, json_schema_extra={"maxItems": KIND_CAP})
+    failed_experiments: list[FailedExperimentDraft] = Field(
+        default_factory=list, json_schema_extra={"maxItems": KIND_CAP}
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _has_a_list(cls, data: Any) -> Any:
+        # An object holding none of the four lists is an answer of another shape (a small model in JSON
+        # mode returned {"title": ..., "type": ...}); read as "nothing found" it would pass silently.
+        # ``{}`` is still an answer: nothing to report.
+        names = ("barriers", "enablers", "champions", "failed_experiments")
+        if isinstance(data, dict) and data and not any(name in data for name in names):
+            raise ValueError(
+                f"the answer has none of the keys {', '.join(names)} (it has {', '.join(sorted(map(str, data))[:6])}):"
+                " answer with an object of those four lists"
+            )
+        return data
 
 
 DRAFT_FIELDS: dict[Kind, str] = {

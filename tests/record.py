@@ -4,15 +4,17 @@
 
 1. ``cassettes/seeds-replay.jsonl`` — the responses replayed by ``insights extract seeds/ --replay …``
    (the README's first command): an export of the cache after extracting ``seeds/``.
-2. ``cassettes/**/*.yaml`` — the vcrpy cassettes of ``tests/test_cassettes.py`` and the theme-label
-   cassette of ``tests/test_themes.py``.
+2. ``cassettes/**/*.yaml`` — the vcrpy cassettes of ``tests/test_cassettes.py``, ``tests/test_modes.py``
+   (one per mode in ``cassettes/modes``; the faults in ``cassettes/faults``) and the theme-label cassette of
+   ``tests/test_themes.py``.
 3. ``cassettes/RECORDED.json`` — where they came from, and the model name the tests must ask for.
 
 Without ``OPENAI_API_KEY`` everything is recorded from the project's reference server on loopback, which
 answers from the reference annotations in ``evals/seeds`` (written by people reading the seeds). With
 ``OPENAI_API_KEY`` set (and optionally ``OPENAI_BASE_URL``, ``INSIGHTS_MODEL``), the replay file and the
 seed cassettes are recorded from that live endpoint instead; the fault cassettes (hallucination, 429, 500,
-401…) are always recorded from the reference server, because only it can produce those faults on demand.
+401, cut-off answers, raw newlines, a rejected mode…) and the mode cassettes are always recorded from the
+reference server, because only it produces those faults, and the annotated answers, on demand.
 """
 
 from __future__ import annotations
@@ -75,7 +77,17 @@ def main() -> int:
     (CASSETTES / "RECORDED.json").write_text(json.dumps(recorded, indent=2) + "\n")
     env = dict(os.environ, INSIGHTS_RECORD="1")
     return subprocess.call(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cassettes.py", *THEME_CASSETTES],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_cassettes.py",
+            "tests/test_modes.py",
+            *THEME_CASSETTES,
+        ],  # fmt: skip
         cwd=REPO,
         env=env,
     )

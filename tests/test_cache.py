@@ -213,7 +213,8 @@ def test_log_calls_and_stats(cache: Cache) -> None:
     assert stats.hit_rate == pytest.approx(0.5)
     assert stats.tokens_saved == 150 + 150 + 10
     assert stats.cost_saved_usd == pytest.approx(0.02)
-    assert stats.tokens_spent == 150 + 1200  # the failed call is not "spent"
+    # Every non-cached call's logged tokens are spent, a failed one's too (a cut-off answer cost its tokens).
+    assert stats.tokens_spent == 150 + 300 + 1200
     assert stats.cost_spent_usd == pytest.approx(0.0145)
 
     doc_a = cache.calls("doc-a")

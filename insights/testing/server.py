@@ -7,11 +7,14 @@ script every failure an OpenAI-compatible endpoint can produce. Standard library
 Endpoints
 ---------
 ``POST /v1/chat/completions`` (also ``/chat/completions``)
-    The body is what the openai SDK sends in instructor TOOLS mode. From the first user message the server
+    The body is what the openai SDK sends in instructor's TOOLS, JSON_SCHEMA or JSON mode (``insights
+    --mode tools|json_schema|json``). From the first user message the server
     reads ``Document ID: <id>`` (first match), ``Part: <k> of <n>`` (default 1 of 1) and the document text
     between the lines ``<<<DOCUMENT-<16 hex>`` and ``DOCUMENT-<16 hex>>>>``. The re-ask attempt is the number
     of assistant messages in ``messages`` plus one. The tool name is ``tools[0].function.name`` (or the
-    function named by ``tool_choice``), normally ``Extraction``.
+    function named by ``tool_choice``), normally ``Extraction``. A request with ``response_format`` of type
+    ``json_schema`` or ``json_object`` is answered in ``message.content`` (``finish_reason: "stop"``)
+    instead of a tool call, as those modes are answered by OpenAI, Ollama and llama.cpp.
 ``GET /v1/models`` (also ``/models``)
     A list with one model, ``reference``.
 ``/v1/files``, ``/v1/batches`` and below
@@ -31,7 +34,8 @@ Answers
 * **Any other document**: a deterministic synthetic answer: the first two sentences of the text that are
   40-300 characters long and free of markup, returned as one barrier and one enabler (category ``other``,
   level ``organizational``) whose statement says it is a synthetic answer. No such sentence: empty lists.
-* The response is a standard ``chat.completion`` with one tool call; ``id`` and the tool call id are
+* The response is a standard ``chat.completion`` with one tool call (or JSON content, see above); ``id``
+  and the tool call id are
   derived from a SHA-256 of the request body and ``created`` is the constant 1700000000, so the same body
   always gives the same bytes (the ``date`` header is fixed too) unless a fault action says otherwise.
   ``usage`` is approximated as characters / 4.
@@ -74,6 +78,17 @@ request number); leftover probability is ``ok``. The actions:
 ``401_echo``       401, 400 or 500 whose error message and ``param`` echo the request's
 ``400_echo``       ``Authorization`` header and the key in it, as some proxies do
 ``500_echo``
+``cut_off``        200, the answer truncated at two thirds, ``completion_tokens`` equal to the request's
+                   ``max_tokens`` but ``finish_reason`` as if it had ended (``tool_calls``/``stop``):
+                   what llama.cpp's server reports for an answer it stopped at the cap
+``at_cap``         200, the normal answer, whole, with ``completion_tokens`` equal to ``max_tokens``
+``raw_newlines``   200, the normal answer with the first space of every statement written as a raw
+                   newline inside the JSON string (llama.cpp's JSON grammar lets control characters through)
+``wrong_shape``    200, a JSON object with none of the four lists (``{"title": ..., "type": ...}``), as a
+                   small model answered in JSON mode
+``unsupported_mode`` 500 with llama.cpp's message for a request shape it does not serve:
+                   ``response_format type must be one of "text" or "json_object", but got: <type>``, or
+                   ``tools param requires --jinja flag`` for a tool call
 =================  =====================================================================================
 
 Every response carries ``x-reference-action: <action>``. Every chat request is recorded in
@@ -152,6 +167,11 @@ ACTIONS: tuple[str, ...] = (
     "401_echo",
     "400_echo",
     "500_echo",
+    "cut_off",
+    "at_cap",
+    "raw_newlines",
+    "wrong_shape",
+    "unsupported_mode",
 )
 
 #: ``created`` of every completion, fixed so recordings are stable.
@@ -338,6 +358,7 @@ class _Request:
     tool_name: str
     model: str
     prompt_chars: int
+    response_format: str = ""  # "json_schema" or "json_object": answer in the content, not a tool call
 
 
 def _content_text(content: Any) -> str:
@@ -381,7 +402,14 @@ def _parse_request(body: Mapping[str, Any]) -> _Request:
         tool_name=tool_name,
         model=str(body.get("model", "")),
         prompt_chars=chars,
+        response_format=_response_format(body),
     )
+
+
+def _response_format(body: Mapping[str, Any]) -> str:
+    value = body.get("response_format")
+    kind = value.get("type") if isinstance(value, dict) else None
+    return str(kind) if kind in ("json_schema", "json_object") else ""
 
 
 # ------------------------------------------------------------------------------------------------ answers
@@ -512,6 +540,23 @@ def _cut_mid_string(arguments: str) -> str:
     start += 2
     end = arguments.find('"', start)
     return arguments[: start + max(0, (end - start) // 2)]
+
+
+def _raw_newlines(arguments: str) -> str:
+    """``arguments`` with every ``statement``'s first space written as a raw newline inside the string."""
+    data = json.loads(arguments)
+    for name in _FIELDS:
+        for item in data.get(name) or []:
+            if isinstance(item, dict) and isinstance(item.get("statement"), str):
+                item["statement"] = item["statement"].replace(" ", "\n", 1)
+    # json.dumps writes a newline as the two characters \n; an even run of backslashes before it is text.
+    return re.sub(r"(?<!\\)((?:\\\\)*)\\n", lambda m: m.group(1) + "\n", _dumps(data))
+
+
+def _unsupported(request: _Request) -> str:
+    if request.response_format:
+        return f'response_format type must be one of "text" or "json_object", but got: {request.response_format}'
+    return "tools param requires --jinja flag"
 
 
 def _retry_after_text(seconds: float) -> str:
@@ -842,6 +887,10 @@ class ReferenceServer:
         if action == "reset":
             handler.reset_connection()
             return
+        if action == "unsupported_mode":  # llama.cpp's shape: a numeric code and no param
+            refused = {"error": {"code": 500, "message": _unsupported(request), "type": "server_error"}}
+            handler.send_json(500, _dumps(refused).encode(), extra)
+            return
         if action in _ERRORS:
             status, message, kind, code, param = _ERRORS[action]
             text = message.format(
@@ -877,7 +926,7 @@ class ReferenceServer:
         return _synthetic_answer(request.text)
 
     def _completion(self, request: _Request, body: Mapping[str, Any], action: str, digest: str) -> str:
-        finish_reason = "tool_calls"
+        finish_reason = "stop" if request.response_format else "tool_calls"
         message: dict[str, Any] = {"role": "assistant", "content": None}
         arguments: str | None = None
         if action == "schema_invalid":
@@ -911,6 +960,8 @@ class ReferenceServer:
                     "failed_experiments": [],
                 }
             )
+        elif action == "wrong_shape":
+            arguments = _dumps({"title": "Closing of a journey", "type": "learningplan"})
         elif action == "no_tool_call":
             message["content"] = (
                 "I read the document. It describes several barriers and enablers of innovation, which I "
@@ -936,7 +987,13 @@ class ReferenceServer:
             elif action == "length":
                 arguments = arguments[: max(1, len(arguments) * 2 // 3)]
                 finish_reason = "length"
-        if arguments is not None:
+            elif action == "cut_off":
+                arguments = arguments[: max(1, len(arguments) * 2 // 3)]
+            elif action == "raw_newlines":
+                arguments = _raw_newlines(arguments)
+        if arguments is not None and request.response_format:
+            message["content"] = arguments
+        elif arguments is not None:
             message["tool_calls"] = [
                 {
                     "id": f"call_{digest[24:48]}",
@@ -947,7 +1004,7 @@ class ReferenceServer:
         message.setdefault("refusal", None)
         output_chars = len(arguments or message.get("content") or message.get("refusal") or "")
         completion_tokens = max(1, output_chars // 4)
-        if action == "length":
+        if action in ("length", "cut_off", "at_cap"):
             limit = body.get("max_completion_tokens") or body.get("max_tokens")
             if isinstance(limit, int) and limit > 0:
                 completion_tokens = limit
