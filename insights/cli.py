@@ -1,7 +1,13 @@
 """The ``insights`` command: extract, estimate, schema, cache.
 
 Exit codes: 0 success; 1 some documents failed (see the errors file); 2 bad usage, settings or input;
-3 the run was stopped by a fatal error (wrong key, no access, no quota); 130 interrupted.
+3 the run was stopped by a fatal error (wrong key, no access, no quota, unknown model, unreachable
+endpoint); 130 interrupted.
+
+Options and settings are checked before anything is created: a bad value, a missing key or an unreadable
+price table leaves no output file, and ``extract`` asks the endpoint once whether it serves the model
+(:meth:`insights.client.ModelClient.check`, skipped offline) before it creates any file or sends any
+document.
 """
 
 from __future__ import annotations
@@ -11,10 +17,11 @@ import contextlib
 import io
 import json
 import logging
+import math
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO, Union, cast
 
@@ -22,7 +29,7 @@ from . import __version__
 from .batch import DEFAULT_CONCURRENCY, Outcome, RunSummary, extract_many
 from .cache import Cache
 from .client import ModelClient
-from .config import Settings, resolve_settings
+from .config import MIN_CHUNK_CHARS, Settings, resolve_settings
 from .documents import load_corpus
 from .errors import CacheError, ConfigError, DocumentError, InsightsError, OutputError
 from .output import OutputWriter
@@ -37,6 +44,33 @@ REPLAY_NOTICE = (
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------ option types
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive(text: str) -> float:
+    """An argparse type: a finite number above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
 
 
 # ------------------------------------------------------------------------------------------- extract
@@ -143,6 +177,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
         documents = load_corpus(args.paths)
         if not documents:
             raise DocumentError(" ".join(args.paths), "no documents found")
+        # The client before any file: no key, no endpoint or a bad price table is a usage error that
+        # leaves nothing behind; then the endpoint and model, once, before the first document.
+        client = stack.enter_context(ModelClient(settings, cache=cache))
+        client.check()
 
         out = None if args.output in (None, "-") else Path(args.output)
         writer = stack.enter_context(
@@ -151,7 +189,6 @@ def cmd_extract(args: argparse.Namespace) -> int:
         done = writer.resume(documents, settings.model, load_prompts().version, overwrite=args.overwrite)
         todo = [d for d in documents if d.id not in done]
         writer.start_errors()
-        client = stack.enter_context(ModelClient(settings, cache=cache))
         progress = _Progress(len(todo), args.quiet)
         stack.callback(progress.close)
 
@@ -175,13 +212,13 @@ def cmd_extract(args: argparse.Namespace) -> int:
         f"done {summary.done}, failed {summary.failed}, skipped {len(done)} (already in the output), "
         f"from cache {summary.from_cache}; {lines} insights written; "
         f"tokens in {summary.input_tokens:,} out {summary.output_tokens:,}; "
-        f"estimated cost ${summary.cost_usd:.4f}; wall time {time.perf_counter() - started:.1f}s"
+        f"estimated cost {_cost(summary, settings.model)}; wall time {time.perf_counter() - started:.1f}s"
     )
     if out is not None:
         _say(f"output: {out} (documents: {writer.documents}, errors: {writer.errors})")
     if fatal is not None:
         _say(
-            f"stopped: {type(fatal).__name__}: {fatal}. Finished documents are saved; "
+            f"stopped: {type(fatal).__name__}: {str(fatal).rstrip('.')}. Finished documents are saved; "
             "fix the cause and run the same command again to resume."
         )
         return EXIT_FATAL
@@ -189,6 +226,12 @@ def cmd_extract(args: argparse.Namespace) -> int:
         _say(f"{summary.failed} document(s) failed: see {writer.errors}. Run the same command again to retry them.")
         return EXIT_FAILED
     return 0
+
+
+def _cost(summary: RunSummary, model: str) -> str:
+    if summary.unpriced:
+        return f"unknown (no price for {model}; see --prices)"
+    return f"${summary.cost_usd:.4f}"
 
 
 # ------------------------------------------------------------------------------------------ estimate
@@ -268,6 +311,10 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_cache(args: argparse.Namespace) -> int:
     settings = resolve_settings(cache_path=args.cache)
     assert settings.cache_path is not None
+    if args.action != "import" and not settings.cache_path.is_file():
+        raise ConfigError(
+            f"{settings.cache_path}: no cache there (nothing was created); check --cache or INSIGHTS_CACHE"
+        )
     with Cache(settings.cache_path) as cache:
         if args.action == "stats":
             s = cache.stats()
@@ -326,23 +373,32 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--overwrite", action="store_true", help="start over instead of resuming the output")
     ex.add_argument(
         "--concurrency",
-        type=int,
+        type=_int_at_least(1),
         default=DEFAULT_CONCURRENCY,
         metavar="N",
         help=f"documents in flight (default {DEFAULT_CONCURRENCY})",
     )
-    ex.add_argument("--rpm", type=float, metavar="N", help="at most N requests per minute")
-    ex.add_argument("--tpm", type=float, metavar="N", help="at most N input tokens per minute")
+    ex.add_argument("--rpm", type=_positive, metavar="N", help="at most N requests per minute")
+    ex.add_argument("--tpm", type=_positive, metavar="N", help="at most N input tokens per minute")
     ex.add_argument("--replay", metavar="FILE", help="answer only from a recorded replay file (offline, no key needed)")
     ex.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _model_options(ex)
     _cache_options(ex)
     ex.add_argument("--offline", action="store_true", help="never touch the network; a cache miss fails that document")
-    ex.add_argument("--max-retries", type=int, metavar="N", help="transport retries per request (default 4)")
-    ex.add_argument("--reasks", type=int, metavar="N", help="re-asks after an invalid or ungrounded answer (default 2)")
-    ex.add_argument("--timeout", type=float, metavar="S", help="seconds per HTTP request (default 120)")
     ex.add_argument(
-        "--chunk-chars", type=int, metavar="N", help="split documents longer than N characters (default 24000)"
+        "--max-retries", type=_int_at_least(0), metavar="N", help="transport retries per request (default 4)"
+    )
+    ex.add_argument(
+        "--reasks", type=_int_at_least(0), metavar="N", help="re-asks after an invalid or ungrounded answer (default 2)"
+    )
+    ex.add_argument(
+        "--timeout", type=_positive, metavar="S", help="seconds per HTTP request, start to last byte (default 120)"
+    )
+    ex.add_argument(
+        "--chunk-chars",
+        type=_int_at_least(MIN_CHUNK_CHARS),
+        metavar="N",
+        help="split documents longer than N characters (default 24000)",
     )
     ex.add_argument("--prices", metavar="FILE", help="JSON price table {model: {input, output}} in $ per 1M tokens")
     ex.set_defaults(func=cmd_extract)
@@ -354,9 +410,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     es.add_argument("paths", nargs="+", metavar="PATH")
     es.add_argument("--model", help="model to price (default: INSIGHTS_MODEL or gpt-4o-mini)")
-    es.add_argument("--chunk-chars", type=int, metavar="N", help="chunk size (default 24000)")
     es.add_argument(
-        "--output-tokens", type=int, default=700, metavar="N", help="assumed output tokens a call (default 700)"
+        "--chunk-chars", type=_int_at_least(MIN_CHUNK_CHARS), metavar="N", help="chunk size (default 24000)"
+    )
+    es.add_argument(
+        "--output-tokens",
+        type=_int_at_least(0),
+        default=700,
+        metavar="N",
+        help="assumed output tokens a call (default 700)",
     )
     es.add_argument("--prices", metavar="FILE", help="JSON price table {model: {input, output}} in $ per 1M tokens")
     es.set_defaults(func=cmd_estimate)

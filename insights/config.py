@@ -11,12 +11,14 @@ Environment variables read (and nowhere else in the package)::
     INSIGHTS_PRICES       JSON file of {model: {"input": $/1M tokens, "output": $/1M tokens}}
     INSIGHTS_MAX_RETRIES  transport retries per call                    default: 4
     INSIGHTS_REASKS       re-asks after an invalid or ungrounded answer default: 2
-    INSIGHTS_TIMEOUT      seconds per HTTP request                      default: 120
+    INSIGHTS_TIMEOUT      seconds per HTTP request, start to last byte  default: 120
+    INSIGHTS_CONNECTION_FAILURES  documents in a row that may fail to connect before a run stops  default: 5
     INSIGHTS_CHUNK_CHARS  documents longer than this are chunked        default: 24000
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +34,8 @@ DEFAULT_CHUNK_CHARS = 24_000
 DEFAULT_CHUNK_OVERLAP = 1_000
 DEFAULT_TEMPERATURE = 0.0
 DEFAULT_MAX_TOKENS = 4_096
+DEFAULT_CONNECTION_FAILURES = 5
+MIN_CHUNK_CHARS = 2_000
 
 
 def default_cache_path(env: Mapping[str, str] | None = None) -> Path:
@@ -59,6 +63,7 @@ class Settings:
     seed: int | None = None
     chunk_chars: int = DEFAULT_CHUNK_CHARS
     chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
+    connection_failures: int = DEFAULT_CONNECTION_FAILURES
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed."""
@@ -119,10 +124,17 @@ def resolve_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> 
         reasks=pick("reasks", "INSIGHTS_REASKS", int, DEFAULT_REASKS),
         timeout=pick("timeout", "INSIGHTS_TIMEOUT", float, DEFAULT_TIMEOUT),
         chunk_chars=pick("chunk_chars", "INSIGHTS_CHUNK_CHARS", int, DEFAULT_CHUNK_CHARS),
+        connection_failures=pick(
+            "connection_failures", "INSIGHTS_CONNECTION_FAILURES", int, DEFAULT_CONNECTION_FAILURES
+        ),
     )
     settings = replace(settings, **given)
     if settings.max_retries < 0 or settings.reasks < 0:
         raise ConfigError("max_retries and reasks must be 0 or more")
-    if settings.chunk_chars < 2_000:
-        raise ConfigError(f"chunk_chars={settings.chunk_chars} is too small (2000 at least)")
+    if not (math.isfinite(settings.timeout) and settings.timeout > 0):
+        raise ConfigError(f"timeout={settings.timeout:g} must be a positive number of seconds")
+    if settings.connection_failures < 1:
+        raise ConfigError(f"connection_failures={settings.connection_failures} must be 1 or more")
+    if settings.chunk_chars < MIN_CHUNK_CHARS:
+        raise ConfigError(f"chunk_chars={settings.chunk_chars} is too small ({MIN_CHUNK_CHARS} at least)")
     return settings
