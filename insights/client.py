@@ -512,7 +512,7 @@ class ModelClient:
             error = exc.error
             if isinstance(error, ConnectionFailed) or error.status is None:
                 raise EndpointUnreachable(
-                    f"stopped before the first document: {error} (after {attempts} attempt(s); model {self.model!r})",
+                    f"stopped before the first document, after {attempts} attempt(s): {error}",
                     attempts=attempts,
                 ) from exc.__cause__
             log.info("the endpoint check could not tell (%s); going ahead", error)
