@@ -118,9 +118,17 @@ def test_cache_export_import_stats_and_clear(tmp_path: Path, capsys: pytest.Capt
     assert "removed 5 entries" in capsys.readouterr().out
 
 
+# Ctrl-C in a terminal: a process started in the background by a shell inherits SIGINT ignored (and
+# Python then installs no KeyboardInterrupt handler), so the child sets the terminal's default itself.
+FOREGROUND = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from insights.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
 def test_ctrl_c_exits_at_once_and_the_rerun_completes(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
-    argv = [sys.executable, "-m", "insights.cli", "extract", str(SEEDS), "-o", str(out), "--no-cache", "-q"]
+    argv = [sys.executable, "-c", FOREGROUND, "extract", str(SEEDS), "-o", str(out), "--no-cache", "-q"]
     with ReferenceServer({}) as slow:
         slow.hold()  # no request is ever answered: a run that waited for them would never end
         env = {**os.environ, "PYTHONPATH": str(REPO), "OPENAI_BASE_URL": slow.url}
