@@ -4,8 +4,13 @@
 any finishes — there are no batch barriers, so one slow request never holds back the rest. Each outcome
 is yielded as its document finishes (in completion order). A document that fails yields an outcome
 with its error and the run goes on, except for errors marked ``fatal`` (a wrong key, a 403, an
-exhausted quota): then nothing new starts, the documents still in flight are finished and yielded, and
-the fatal error is raised — every further request would fail the same way.
+exhausted quota, a model the endpoint does not serve): then nothing new starts, the documents still in
+flight are finished and yielded, and the fatal error is raised — every further request would fail the
+same way. The same happens when ``Settings.connection_failures`` documents in a row could not reach the
+endpoint (:class:`~insights.errors.ConnectionFailed`): the run stops with
+:class:`~insights.errors.EndpointUnreachable`, naming the endpoint, instead of failing every document.
+When :func:`extract_many` builds its own client, it first asks the endpoint whether it serves the model
+(:meth:`~insights.client.ModelClient.check`); a client passed in is used as it is.
 
 Requests-per-minute and tokens-per-minute limits are enforced by :class:`RateLimiter` before every
 network request (cache hits are free and not limited).
@@ -13,6 +18,7 @@ network request (cache hits are free and not limited).
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 from .client import ModelClient
 from .config import Settings, resolve_settings
 from .documents import Document
+from .errors import ConnectionFailed, EndpointUnreachable
 from .extract import extract
 from .schema import DocumentInsights
 
@@ -46,6 +53,7 @@ class RateLimiter:
     """Blocks callers so that at most ``rpm`` requests and ``tpm`` tokens start in any 60 s window.
 
     A continuous token bucket for each limit (capacity one minute's worth), shared by every worker.
+    ``None`` means no limit; a limit must be a positive number (``ValueError`` otherwise).
     """
 
     def __init__(
@@ -56,6 +64,9 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        for name, limit in (("rpm", rpm), ("tpm", tpm)):
+            if limit is not None and not (math.isfinite(limit) and limit > 0):
+                raise ValueError(f"{name} must be a positive number (or None for no limit), got {limit!r}")
         self.rpm, self.tpm = rpm, tpm
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
@@ -113,14 +124,23 @@ def extract_many(
         An :class:`Outcome` per document, in completion order.
 
     Raises:
-        ModelError: a ``fatal`` error (auth, quota): raised after the in-flight documents are yielded.
+        ModelError: a ``fatal`` error (auth, quota, unknown model, an unreachable endpoint): raised after
+            the in-flight documents are yielded.
+        ValueError: ``concurrency`` below 1, or a limit that is not a positive number.
     """
     if concurrency < 1:
-        raise ValueError("concurrency must be at least 1")
+        raise ValueError(f"concurrency must be at least 1, got {concurrency!r}")
+    limiter = RateLimiter(rpm, tpm) if rpm is not None or tpm is not None else None
     owned = client is None
     client = client or ModelClient(settings or resolve_settings())
-    if rpm or tpm:
-        client.before_request = RateLimiter(rpm, tpm).acquire
+    if owned:
+        try:
+            client.check()
+        except BaseException:
+            client.close()
+            raise
+    if limiter is not None:
+        client.before_request = limiter.acquire
     tasks: queue.SimpleQueue[Document | None] = queue.SimpleQueue()
     results: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
 
@@ -139,6 +159,7 @@ def extract_many(
     source = iter(documents)
     fatal: BaseException | None = None
     in_flight = 0
+    unreachable = 0  # documents in a row that could not reach the endpoint
 
     def refill() -> None:
         nonlocal in_flight
@@ -154,8 +175,16 @@ def extract_many(
         while in_flight:
             outcome = _next(results)
             in_flight -= 1
+            unreachable = unreachable + 1 if isinstance(outcome.error, ConnectionFailed) else 0
             if getattr(outcome.error, "fatal", False) and fatal is None:
                 fatal = outcome.error
+            elif unreachable == client.settings.connection_failures and fatal is None:
+                fatal = EndpointUnreachable(
+                    f"stopped after {unreachable} documents in a row failed to reach {client.base_url}; "
+                    f"the last error: {outcome.error} Check that the server is running and that "
+                    "OPENAI_BASE_URL or --base-url points at it, then run again.",
+                    attempts=getattr(outcome.error, "attempts", 1),
+                )
             yield outcome
             refill()
     finally:
@@ -178,7 +207,8 @@ def _next(results: queue.SimpleQueue[Outcome]) -> Outcome:
 
 @dataclass
 class RunSummary:
-    """Totals over a run's outcomes."""
+    """Totals over a run's outcomes. ``unpriced`` counts documents that spent tokens on a model without
+    a price: then ``cost_usd`` is not the run's cost, and it should be shown as unknown."""
 
     done: int = 0
     failed: int = 0
@@ -186,6 +216,7 @@ class RunSummary:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    unpriced: int = 0
 
     def add(self, outcome: Outcome) -> None:
         """Count one outcome (a fatal error is not a failed document: the run stopped). Tokens and cost
@@ -204,3 +235,4 @@ class RunSummary:
         self.input_tokens += usage.input_tokens
         self.output_tokens += usage.output_tokens
         self.cost_usd += usage.cost_usd or 0.0
+        self.unpriced += int(usage.cost_usd is None and usage.calls > usage.cached_calls)

@@ -3,9 +3,14 @@ cache.
 
 Exit codes: 0 success; 1 some documents failed or some files could not be read (see the errors file);
 2 bad usage, settings or input, or the output is held by another run or holds another model's results
-(nothing was asked); 3 the run was stopped by a fatal error (wrong key, no access, no quota); 4 the run
-was stopped because an output file could not be written (disk full, I/O error): finished documents are
-saved and consistent, rerun to resume; 130 interrupted.
+(nothing was asked); 3 the run was stopped by a fatal error (wrong key, no access, no quota, unknown model,
+unreachable endpoint); 4 the run was stopped because an output file could not be written (disk full, I/O
+error): finished documents are saved and consistent, rerun to resume; 130 interrupted.
+
+Options and settings are checked before anything is created: a bad value, a missing key or an unreadable
+price table leaves no output file, and ``extract`` asks the endpoint once whether it serves the model
+(:meth:`insights.client.ModelClient.check`, skipped offline) before it creates any file or sends any
+document.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ import contextlib
 import io
 import json
 import logging
+import math
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO, cast
 
@@ -26,7 +32,7 @@ from . import __version__
 from .batch import DEFAULT_CONCURRENCY, Outcome, RunSummary, extract_many
 from .cache import Cache
 from .client import ModelClient
-from .config import DEFAULT_MAX_TOKENS, MODES, Settings, resolve_settings
+from .config import DEFAULT_MAX_TOKENS, MIN_CHUNK_CHARS, MODES, Settings, resolve_settings
 from .corpus import LoadFailure, load_corpus, scan_corpus
 from .errors import CacheError, ConfigError, DocumentError, InsightsError, OutputError, OutputWriteError, scrub
 from .output import OutputWriter
@@ -51,6 +57,33 @@ class _ScrubSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg, record.args = scrub(record.getMessage()), None
         return True
+
+
+# ------------------------------------------------------------------------------------ option types
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive(text: str) -> float:
+    """An argparse type: a finite number above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
 
 
 # ------------------------------------------------------------------------------------------- extract
@@ -181,6 +214,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
         documents, unreadable = corpus.documents, corpus.failures
         if not documents and not unreadable:
             raise DocumentError(" ".join(args.paths), "no documents found")
+        # The client before any file: no key, no endpoint or a bad price table is a usage error that
+        # leaves nothing behind; then the endpoint and model, once, before the first document.
+        client = stack.enter_context(ModelClient(settings, cache=cache))
+        client.check()
 
         stack.enter_context(writer)
         done = writer.resume(documents, settings.model, load_prompts().version, overwrite=args.overwrite)
@@ -190,7 +227,6 @@ def cmd_extract(args: argparse.Namespace) -> int:
             writer.write_failure(failure)
         _report_unreadable(unreadable)
         todo = [d for d in documents if d.id not in done]
-        client = stack.enter_context(ModelClient(settings, cache=cache))
         progress = _Progress(len(todo), args.quiet)
         stack.callback(progress.close)
 
@@ -219,7 +255,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         f"done {summary.done}, failed {summary.failed}, unreadable {len(unreadable)}, skipped {len(done)} (already "
         f"in the output), from cache {summary.from_cache}; {lines} insights written; "
         f"tokens in {summary.input_tokens:,} out {summary.output_tokens:,}; "
-        f"estimated cost ${summary.cost_usd:.4f}; wall time {time.perf_counter() - started:.1f}s"
+        f"estimated cost {_cost(summary, settings.model)}; wall time {time.perf_counter() - started:.1f}s"
     )
     if out is not None:
         _say(f"output: {out} (documents: {writer.documents}, errors: {writer.errors})")
@@ -232,7 +268,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         return EXIT_WRITE
     if fatal is not None:
         _say(
-            f"stopped: {type(fatal).__name__}: {fatal}. Finished documents are saved; "
+            f"stopped: {type(fatal).__name__}: {str(fatal).rstrip('.')}. Finished documents are saved; "
             "fix the cause and run the same command again to resume."
         )
         return EXIT_FATAL
@@ -243,6 +279,12 @@ def cmd_extract(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
     return 0
+
+
+def _cost(summary: RunSummary, model: str) -> str:
+    if summary.unpriced:
+        return f"unknown (no price for {model}; see --prices)"
+    return f"${summary.cost_usd:.4f}"
 
 
 # ------------------------------------------------------------------------------------------ estimate
@@ -648,6 +690,10 @@ def cmd_review(args: argparse.Namespace) -> int:
 def cmd_cache(args: argparse.Namespace) -> int:
     settings = resolve_settings(cache_path=args.cache)
     assert settings.cache_path is not None
+    if args.action != "import" and not settings.cache_path.is_file():
+        raise ConfigError(
+            f"{settings.cache_path}: no cache there (nothing was created); check --cache or INSIGHTS_CACHE"
+        )
     with Cache(settings.cache_path) as cache:
         if args.action == "stats":
             s = cache.stats()
@@ -709,26 +755,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--overwrite", action="store_true", help="start over instead of resuming the output")
     ex.add_argument(
         "--concurrency",
-        type=int,
+        type=_int_at_least(1),
         default=DEFAULT_CONCURRENCY,
         metavar="N",
         help=f"documents in flight (default {DEFAULT_CONCURRENCY})",
     )
-    ex.add_argument("--rpm", type=float, metavar="N", help="at most N requests per minute")
-    ex.add_argument("--tpm", type=float, metavar="N", help="at most N input tokens per minute")
+    ex.add_argument("--rpm", type=_positive, metavar="N", help="at most N requests per minute")
+    ex.add_argument("--tpm", type=_positive, metavar="N", help="at most N input tokens per minute")
     ex.add_argument("--replay", metavar="FILE", help="answer only from a recorded replay file (offline, no key needed)")
     ex.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _model_options(ex)
     _cache_options(ex)
     ex.add_argument("--offline", action="store_true", help="never touch the network; a cache miss fails that document")
-    ex.add_argument("--max-retries", type=int, metavar="N", help="transport retries per request (default 4)")
-    ex.add_argument("--reasks", type=int, metavar="N", help="re-asks after an invalid or ungrounded answer (default 2)")
-    ex.add_argument(
-        "--timeout",
-        type=float,
-        metavar="S",
-        help="seconds per HTTP request (default 120; 600 for a local endpoint: localhost, a private address)",
-    )
     ex.add_argument(
         "--mode",
         choices=MODES,
@@ -738,12 +776,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument(
         "--max-tokens",
-        type=int,
+        type=_int_at_least(1),
         metavar="N",
         help=f"output tokens per call; an answer that reaches it is cut off (default {DEFAULT_MAX_TOKENS})",
     )
     ex.add_argument(
-        "--chunk-chars", type=int, metavar="N", help="split documents longer than N characters (default 24000)"
+        "--max-retries", type=_int_at_least(0), metavar="N", help="transport retries per request (default 4)"
+    )
+    ex.add_argument(
+        "--reasks", type=_int_at_least(0), metavar="N", help="re-asks after an invalid or ungrounded answer (default 2)"
+    )
+    ex.add_argument(
+        "--timeout",
+        type=_positive,
+        metavar="S",
+        help="seconds per HTTP request, start to last byte (default 120; 600 for a local endpoint: localhost, "
+        "a private address)",
+    )
+    ex.add_argument(
+        "--chunk-chars",
+        type=_int_at_least(MIN_CHUNK_CHARS),
+        metavar="N",
+        help="split documents longer than N characters (default 24000)",
     )
     ex.add_argument("--prices", metavar="FILE", help="JSON price table {model: {input, output}} in $ per 1M tokens")
     ex.set_defaults(func=cmd_extract)
@@ -755,9 +809,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     es.add_argument("paths", nargs="+", metavar="PATH")
     es.add_argument("--model", help="model to price (default: INSIGHTS_MODEL or gpt-4o-mini)")
-    es.add_argument("--chunk-chars", type=int, metavar="N", help="chunk size (default 24000)")
     es.add_argument(
-        "--output-tokens", type=int, default=700, metavar="N", help="assumed output tokens a call (default 700)"
+        "--chunk-chars", type=_int_at_least(MIN_CHUNK_CHARS), metavar="N", help="chunk size (default 24000)"
+    )
+    es.add_argument(
+        "--output-tokens",
+        type=_int_at_least(0),
+        default=700,
+        metavar="N",
+        help="assumed output tokens a call (default 700)",
     )
     es.add_argument("--prices", metavar="FILE", help="JSON price table {model: {input, output}} in $ per 1M tokens")
     es.set_defaults(func=cmd_estimate)

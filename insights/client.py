@@ -13,6 +13,16 @@ through :meth:`ModelClient._send`, which owns, in this order:
    ``Retry-After``; ``insufficient_quota``, 400/401/403/404/422 and content-filter refusals are not;
 4. the **call log**: every request, hit or miss, success or failure, with tokens, latency and cost.
 
+Every HTTP request the client sends on a connection it built has a **total deadline** of
+``Settings.timeout`` seconds, from connecting to the last byte of the answer: httpx's own timeouts
+bound each read, so an endpoint that trickles a byte at a time would never time out. The deadline is
+kept by the network layer under httpx (every connect, read and write waits at most what is left of it);
+an ``openai.OpenAI`` passed in keeps its own transport and timeouts.
+
+:meth:`ModelClient.check` asks the endpoint once, before a run's first document, whether it answers
+and serves the model (see there for what counts as an answer). Errors name the endpoint's base URL and
+the model, and quote the server's own message rather than the SDK's rendering of the response body.
+
 Completions that were cut off, filtered or refused raise :class:`~insights.errors.OutputRejected` and
 are never cached (their tokens are still logged and counted). *Cut off* means ``finish_reason: "length"``,
 or ``completion_tokens`` reaching ``max_tokens`` with an answer that is not a whole JSON value:
@@ -44,6 +54,7 @@ one; :class:`BatchAPI` wraps the Files and Batches endpoints.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -51,12 +62,14 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+import httpcore2
+import httpx2
 import instructor
 import openai
 from instructor.core.exceptions import InstructorRetryException
@@ -70,9 +83,12 @@ from .errors import (
     CacheError,
     CacheMiss,
     ConfigError,
+    ConnectionFailed,
+    EndpointUnreachable,
     InsightsError,
     InvalidOutput,
     ModelError,
+    ModelNotFound,
     OutputRejected,
     QuotaExceeded,
     RequestRejected,
@@ -158,27 +174,198 @@ def _error_code(exc: openai.APIStatusError) -> str:
     return str(inner.get("code") or inner.get("type") or getattr(exc, "code", "") or "")
 
 
-def classify(exc: Exception, attempts: int) -> ModelError | _Retryable:
-    """Map an SDK exception to the library's error, wrapped in ``_Retryable`` when a retry may help."""
+def _server_words(exc: openai.APIStatusError) -> str:
+    """What the server said, in its own words (the ``message`` of an OpenAI-style error body)."""
+    body: Any = exc.body
+    text = ""
+    if isinstance(body, dict):
+        for key in ("message", "detail", "error"):
+            value = body.get(key)
+            if isinstance(value, dict):
+                value = value.get("message")
+            if isinstance(value, str) and value.strip():
+                text = value
+                break
+    elif isinstance(body, str):
+        text = body
+    text = " ".join(text.split())[:400]
+    if not text:
+        text = getattr(exc.response, "reason_phrase", "") or "no message"
+    return text if text[-1] in ".!?" else text + "."
+
+
+def _model_not_found(exc: openai.APIStatusError) -> bool:
+    """A 404 that is about the model (OpenAI's ``model_not_found``, or a server's words saying so)."""
+    if exc.status_code != 404:
+        return False
+    if _error_code(exc) == "model_not_found":
+        return True
+    words = _server_words(exc).lower()
+    return "model" in words and ("not found" in words or "not exist" in words)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost cause's message (``[Errno 111] Connection refused``), for connection errors."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    for cause in reversed(seen):
+        text = " ".join(str(cause).split())
+        if text:
+            return text
+    return type(exc).__name__
+
+
+def _failed_to_connect(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, (httpx2.ConnectError, httpx2.ConnectTimeout, httpcore2.ConnectError, ConnectionError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def classify(
+    exc: Exception, attempts: int, *, base_url: str = "", model: str = "", timeout: float | None = None
+) -> ModelError | _Retryable:
+    """Map an SDK exception to the library's error, wrapped in ``_Retryable`` when a retry may help.
+
+    The message is a sentence naming ``base_url`` (and ``model`` where it matters) with the server's own
+    words, never the SDK's dump of the response body.
+    """
+    where = base_url or "the endpoint"
     if isinstance(exc, openai.APITimeoutError):
-        return _Retryable(TransportError(f"request timed out: {exc}", attempts=attempts), None)
+        within = f" within {timeout:g} s" if timeout else ""
+        if _failed_to_connect(exc):
+            text = f"could not connect to {where}{within}."
+            return _Retryable(ConnectionFailed(text, attempts=attempts), None)
+        text = f"no complete answer from {where}{within} (the whole-request timeout: --timeout or INSIGHTS_TIMEOUT)."
+        return _Retryable(TransportError(text, attempts=attempts), None)
     if isinstance(exc, openai.APIConnectionError):
-        return _Retryable(TransportError(f"connection failed: {exc}", attempts=attempts), None)
+        if _failed_to_connect(exc):
+            text = f"could not connect to {where} ({_root_cause(exc)}). Is the server running at this address?"
+        else:
+            text = f"the connection to {where} broke before an answer arrived ({_root_cause(exc)})."
+        return _Retryable(ConnectionFailed(text, attempts=attempts), None)
     if not isinstance(exc, openai.APIStatusError):
         return ModelError(f"{type(exc).__name__}: {exc}", attempts=attempts)
     status, code = exc.status_code, _error_code(exc)
-    message = f"HTTP {status} {code}: {exc.message}".replace("  ", " ")
+    said = f"{where} answered HTTP {status}{f' {code}' if code else ''}: {_server_words(exc)}"
     if status == 429 and code == "insufficient_quota":
         return QuotaExceeded(
-            message + " (the account is out of credit; retrying cannot help)", attempts=attempts, status=status
+            said + " The account is out of credit; retrying cannot help.", attempts=attempts, status=status
         )
     if status in (408, 409, 429) or status >= 500:
-        return _Retryable(TransportError(message, attempts=attempts, status=status), _retry_after(exc.response))
+        return _Retryable(TransportError(said, attempts=attempts, status=status), _retry_after(exc.response))
     if status in (401, 403):
-        return AuthError(message + " (check OPENAI_API_KEY and the endpoint)", attempts=attempts, status=status)
+        return AuthError(said + " Check OPENAI_API_KEY and the endpoint.", attempts=attempts, status=status)
+    if status == 404:
+        if _model_not_found(exc):
+            text = (
+                f"{where} does not serve the model {model!r}: HTTP 404 {code or 'not found'}: {_server_words(exc)} "
+                f"Check --model or INSIGHTS_MODEL (GET {where}/models lists what the endpoint serves)."
+            )
+        else:
+            text = said + " Check --base-url or OPENAI_BASE_URL (it usually ends in /v1) and --model."
+        return ModelNotFound(text, attempts=attempts, status=status)
     if "content_filter" in code or "content_policy" in code:
-        return OutputRejected(message, attempts=attempts, status=status)
-    return RequestRejected(message, attempts=attempts, status=status)
+        return OutputRejected(said, attempts=attempts, status=status)
+    return RequestRejected(said, attempts=attempts, status=status)
+
+
+# ------------------------------------------------------------------------------- the request deadline
+#: When the HTTP request under way in this thread must be done (``time.monotonic()``), or None.
+_DEADLINE: ContextVar[float | None] = ContextVar("insights_deadline", default=None)
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    token = _DEADLINE.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _left(timeout: float | None, expired: type[Exception]) -> float | None:
+    """``timeout`` (one socket operation's) capped by what is left of this thread's request deadline."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise expired("the request's total deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore2.NetworkStream):
+    """A connection whose every read and write waits at most what is left of the request deadline."""
+
+    def __init__(self, stream: httpcore2.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _left(timeout, httpcore2.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _left(timeout, httpcore2.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
+        tls = self._stream.start_tls(ssl_context, server_hostname, _left(timeout, httpcore2.ConnectTimeout))
+        return _DeadlineStream(tls)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore2.NetworkBackend):
+    """httpcore's blocking sockets, with every operation bounded by the request deadline."""
+
+    def __init__(self) -> None:
+        self._backend = httpcore2.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore2.NetworkStream:
+        left = _left(timeout, httpcore2.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_tcp(host, port, left, local_address, socket_options))
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore2.NetworkStream:  # pragma: no cover - the client never asks for a unix socket
+        left = _left(timeout, httpcore2.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_unix_socket(path, left, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+class _DeadlineTransport(httpx2.HTTPTransport):
+    """httpx's own transport on a connection pool whose sockets keep the request deadline."""
+
+    def __init__(self, limits: httpx2.Limits) -> None:
+        super().__init__(limits=limits)
+        # httpx builds its pool without a way to pass a network backend; this is the same pool with ours.
+        # (If httpx renamed the attribute, the deadline would be lost: a test sends a trickling answer.)
+        self._pool = httpcore2.ConnectionPool(
+            ssl_context=httpx2.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_DeadlineBackend(),
+        )
 
 
 def _error_fields(exc: openai.APIStatusError) -> tuple[str, str]:
@@ -417,14 +604,85 @@ class ModelClient:
         """The model every request asks for."""
         return self.settings.model
 
+    @property
+    def base_url(self) -> str:
+        """The endpoint's base URL, as errors name it (``https://api.openai.com/v1`` by default)."""
+        if self._openai is not None:
+            return str(self._openai.base_url).rstrip("/")
+        return (self.settings.base_url or "https://api.openai.com/v1").rstrip("/")
+
+    def check(self) -> None:
+        """Ask the endpoint once whether it is there and serves the model; call it before a run.
+
+        Sends ``GET {base_url}/models/{model}`` (with the usual transport retries and deadline). A model
+        object means yes. It raises, each error ``fatal``:
+
+        * :class:`~insights.errors.ModelNotFound` when the endpoint says the model does not exist (404
+          ``model_not_found``, or words to that effect) *and* a one-token chat request to that model
+          gets a 404 too: endpoints alias names (Azure deployments, proxies), so a model the lookup does
+          not know may still answer, and then the run goes ahead;
+        * :class:`~insights.errors.AuthError` for 401/403, :class:`~insights.errors.QuotaExceeded`;
+        * :class:`~insights.errors.EndpointUnreachable` when no connection or no answer came.
+
+        Any other answer cannot tell (an endpoint without this route answers 404 of another kind, 405
+        or 501; a 5xx that outlasts the retries), and the run goes ahead: its first chat request will
+        say (a 404 there is fatal too). The list ``GET /models`` is not consulted, for the same reason
+        of aliases. Offline, nothing is sent.
+        """
+        if self.settings.offline:
+            return
+        attempts = 0
+        context = {"base_url": self.base_url, "model": self.model, "timeout": self.settings.timeout}
+
+        def once() -> None:
+            nonlocal attempts
+            attempts += 1
+            try:
+                with _deadline(self.settings.timeout):
+                    self.openai().models.retrieve(self.model)
+            except openai.APIStatusError as exc:
+                status = exc.status_code
+                if status == 404 and not _model_not_found(exc):
+                    return None  # no such route: cannot tell
+                if status == 404:
+                    return self._confirm_missing(attempts)
+                if status in (405, 501) or (400 <= status < 500 and status not in (401, 403, 404, 408, 409, 429)):
+                    return None
+                mapped = classify(exc, attempts, **context)  # type: ignore[arg-type]
+                if isinstance(mapped, _Retryable):
+                    raise mapped from exc
+                raise mapped from exc
+            except openai.OpenAIError as exc:
+                mapped = classify(exc, attempts, **context)  # type: ignore[arg-type]
+                if isinstance(mapped, _Retryable):
+                    raise mapped from exc
+                raise mapped from exc
+            return None
+
+        try:
+            self._retrying()(once)
+        except _Retryable as exc:
+            error = exc.error
+            if isinstance(error, ConnectionFailed) or error.status is None:
+                raise EndpointUnreachable(
+                    f"stopped before the first document, after {attempts} attempt(s): {error}",
+                    attempts=attempts,
+                ) from exc.__cause__
+            log.info("the endpoint check could not tell (%s); going ahead", error)
+
     def openai(self) -> Any:
         """The underlying ``openai.OpenAI`` (built on first use, so offline runs need no key)."""
         with self._lock:
             if self._openai is None:
                 # Local servers (Ollama, vLLM) ignore the key; the SDK insists on one.
                 key = self.settings.api_key or "not-needed"
+                limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
                 self._openai = openai.OpenAI(
-                    api_key=key, base_url=self.settings.base_url, max_retries=0, timeout=self.settings.timeout
+                    api_key=key,
+                    base_url=self.settings.base_url,
+                    max_retries=0,
+                    timeout=self.settings.timeout,
+                    http_client=openai.DefaultHttpxClient(transport=_DeadlineTransport(limits)),
                 )
             return self._openai
 
@@ -618,7 +876,7 @@ class ModelClient:
                 return self._openai_create(request)
             except openai.OpenAIError as exc:
                 mapped = explain_status_error(exc, mode=self.settings.mode, attempts=attempts) or classify(
-                    exc, attempts
+                    exc, attempts, base_url=self.base_url, model=self.model, timeout=self.settings.timeout
                 )
                 err = mapped.error if isinstance(mapped, _Retryable) else mapped
                 err.document_id = doc
@@ -629,17 +887,9 @@ class ModelClient:
                     raise mapped from exc
                 raise mapped from exc
 
-        retrying = Retrying(
-            stop=stop_after_attempt(self.settings.max_retries + 1),
-            wait=self._wait,
-            retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
-            before_sleep=functools.partial(self._log_retry, doc),
-            sleep=self.sleep,
-            reraise=True,
-        )
         started = time.perf_counter()
         try:
-            completion = retrying(once)
+            completion = self._retrying(doc)(once)
         except _Retryable as exc:
             exc.error.attempts = attempts
             raise exc.error from exc.__cause__
@@ -685,7 +935,34 @@ class ModelClient:
         params = {k: v for k, v in request.items() if k not in body}
         if body:
             params["extra_body"] = {**params.get("extra_body", {}), **body}
-        return (sdk or self.openai()).chat.completions.create(**params)
+        with _deadline(self.settings.timeout):
+            return (sdk or self.openai()).chat.completions.create(**params)
+
+    def _confirm_missing(self, attempts: int) -> None:
+        """The lookup said the model does not exist: raise ModelNotFound if a one-token chat says so too."""
+        try:
+            with _deadline(self.settings.timeout):
+                self.openai().chat.completions.create(
+                    model=self.model, messages=[{"role": "user", "content": "Reply with OK."}], max_tokens=1
+                )
+        except openai.APIStatusError as exc:
+            if exc.status_code == 404:
+                mapped = classify(exc, attempts, base_url=self.base_url, model=self.model)
+                raise mapped from exc  # a ModelNotFound
+        except openai.OpenAIError:
+            pass  # any other failure cannot tell; the run's own requests will
+        return None
+
+    def _retrying(self, doc: str = "") -> Retrying:
+        """The transport retry policy: connection errors, timeouts, 429 and 5xx, with backoff."""
+        return Retrying(
+            stop=stop_after_attempt(self.settings.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
+            before_sleep=functools.partial(self._log_retry, doc),
+            sleep=self.sleep,
+            reraise=True,
+        )
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None

@@ -11,7 +11,8 @@ Environment variables read (and nowhere else in the package)::
     INSIGHTS_PRICES       JSON file of {model: {"input": $/1M tokens, "output": $/1M tokens}}
     INSIGHTS_MAX_RETRIES  transport retries per call                    default: 4
     INSIGHTS_REASKS       re-asks after an invalid or ungrounded answer default: 2
-    INSIGHTS_TIMEOUT      seconds per HTTP request          default: 120, or 600 for a local endpoint
+    INSIGHTS_TIMEOUT      seconds per HTTP request, start to last byte  default: 120, or 600 for a local endpoint
+    INSIGHTS_CONNECTION_FAILURES  documents in a row that may fail to connect before a run stops  default: 5
     INSIGHTS_CHUNK_CHARS  documents longer than this are chunked        default: 24000
     INSIGHTS_MODE         how the answer's structure is requested        default: tools
                           tools:       a forced function call (OpenAI, vLLM, llama.cpp with --jinja)
@@ -27,6 +28,7 @@ after a timeout only queues behind the abandoned request on the server, so the t
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,6 +49,8 @@ DEFAULT_MAX_TOKENS = 4_096
 #: The ways of asking for structured output (``--mode``); insights.client maps them to instructor's modes.
 MODES: tuple[str, ...] = ("tools", "json_schema", "json")
 DEFAULT_MODE = "tools"
+DEFAULT_CONNECTION_FAILURES = 5
+MIN_CHUNK_CHARS = 2_000
 
 
 def default_cache_path(env: Mapping[str, str] | None = None) -> Path:
@@ -75,6 +79,7 @@ class Settings:
     chunk_chars: int = DEFAULT_CHUNK_CHARS
     chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
     mode: str = DEFAULT_MODE
+    connection_failures: int = DEFAULT_CONNECTION_FAILURES
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed."""
@@ -154,6 +159,9 @@ def resolve_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> 
         chunk_chars=pick("chunk_chars", "INSIGHTS_CHUNK_CHARS", int, DEFAULT_CHUNK_CHARS),
         max_tokens=pick("max_tokens", "INSIGHTS_MAX_TOKENS", int, DEFAULT_MAX_TOKENS),
         mode=given.pop("mode", None) or env.get("INSIGHTS_MODE") or DEFAULT_MODE,
+        connection_failures=pick(
+            "connection_failures", "INSIGHTS_CONNECTION_FAILURES", int, DEFAULT_CONNECTION_FAILURES
+        ),
     )
     settings = replace(settings, **given)
     if settings.max_retries < 0 or settings.reasks < 0:
@@ -162,6 +170,10 @@ def resolve_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> 
         raise ConfigError(f"mode {settings.mode!r} is not one of {', '.join(MODES)}")
     if settings.max_tokens < 1:
         raise ConfigError(f"max_tokens={settings.max_tokens} must be 1 or more")
-    if settings.chunk_chars < 2_000:
-        raise ConfigError(f"chunk_chars={settings.chunk_chars} is too small (2000 at least)")
+    if not (math.isfinite(settings.timeout) and settings.timeout > 0):
+        raise ConfigError(f"timeout={settings.timeout:g} must be a positive number of seconds")
+    if settings.connection_failures < 1:
+        raise ConfigError(f"connection_failures={settings.connection_failures} must be 1 or more")
+    if settings.chunk_chars < MIN_CHUNK_CHARS:
+        raise ConfigError(f"chunk_chars={settings.chunk_chars} is too small ({MIN_CHUNK_CHARS} at least)")
     return settings

@@ -12,7 +12,11 @@ wrapped with their cause on ``__cause__`` (``raise ... from e``)::
      │    └── OutputWriteError  the disk refused a write (full, I/O error): the run stops cleanly
      └── ModelError             a model call that did not give a usable answer
           ├── TransportError    connection reset, timeout, 429 or 5xx after every retry  (retryable)
-          ├── RequestRejected   400 / 404 / 422: the request itself is wrong (unknown model, too long)
+          │    └── ConnectionFailed    the endpoint could not be reached                 (retryable)
+          │         └── EndpointUnreachable  not at the check before the first document, or
+          │                                  for several documents in a row          (fatal)
+          ├── RequestRejected   400 / 404 / 422: the request itself is wrong (too long, bad parameter)
+          │    └── ModelNotFound       404: the endpoint does not serve the model       (fatal)
           ├── AuthError         401 / 403: the key is wrong or lacks access               (fatal)
           ├── QuotaExceeded     429 ``insufficient_quota``: the account is out of credit  (fatal)
           ├── OutputRejected    content filter, refusal, or an answer cut off at ``max_tokens``
@@ -188,3 +192,21 @@ class InvalidOutput(ModelError):
     """The answer never parsed into the schema, even after re-asking."""
 
     retryable = True
+
+
+class ConnectionFailed(TransportError):
+    """The endpoint could not be reached (refused, reset, DNS failure, connect timeout) after every retry."""
+
+
+class EndpointUnreachable(ConnectionFailed):
+    """The endpoint cannot be reached at all: the check before the first document could not connect, or
+    ``Settings.connection_failures`` documents in a row could not. Stops a batch run."""
+
+    fatal = True
+
+
+class ModelNotFound(RequestRejected):
+    """404 on the model: the endpoint does not serve it (``model_not_found``), or has no chat route at
+    this address. Every document would fail the same way, so it stops a batch run."""
+
+    fatal = True

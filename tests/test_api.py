@@ -10,9 +10,10 @@ import insights
 PACKAGE = Path(insights.__file__).parent
 
 EXPECTED = {
-    "AuthError", "Barrier", "Cache", "CacheError", "CacheMiss", "Champion", "ConfigError", "Document",
-    "DocumentError", "DocumentInsights", "Enabler", "Evidence", "FailedExperiment", "InsightRecord",
-    "InsightsError", "InvalidOutput", "ModelClient", "ModelError", "Outcome", "OutputError", "OutputRejected",
+    "AuthError", "Barrier", "Cache", "CacheError", "CacheMiss", "Champion", "ConfigError", "ConnectionFailed",
+    "Document", "DocumentError", "DocumentInsights", "Enabler", "EndpointUnreachable", "Evidence",
+    "FailedExperiment", "InsightRecord", "InsightsError", "InvalidOutput", "ModelClient", "ModelError",
+    "ModelNotFound", "Outcome", "OutputError", "OutputRejected",
     "OutputWriter", "Provenance", "QuotaExceeded", "RateLimiter", "Rejected", "RequestRejected", "Section",
     "Settings", "TransportError", "__version__", "champions", "export", "extract", "extract_many", "load_corpus",
     "load_document", "parse_document", "read_records", "resolve_settings", "scan_corpus", "themes", "to_dataframe",
@@ -30,10 +31,16 @@ def test_every_error_derives_from_the_root() -> None:
         getattr(insights, n)
         for n in insights.__all__
         if n.endswith("Error")
-        or n in ("CacheMiss", "QuotaExceeded", "InvalidOutput", "OutputRejected", "RequestRejected")
-    ]
+        or n
+        in (
+            "CacheMiss", "QuotaExceeded", "InvalidOutput", "OutputRejected", "RequestRejected", "ConnectionFailed",
+            "EndpointUnreachable", "ModelNotFound",
+        )
+    ]  # fmt: skip
     assert errors and all(issubclass(e, insights.InsightsError) for e in errors)
     assert insights.AuthError.fatal and insights.QuotaExceeded.fatal and not insights.TransportError.fatal
+    assert insights.ModelNotFound.fatal and insights.EndpointUnreachable.fatal
+    assert insights.ConnectionFailed.retryable and not insights.ConnectionFailed.fatal
     assert insights.TransportError.retryable and not insights.RequestRejected.retryable
 
 

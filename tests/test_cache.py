@@ -377,7 +377,7 @@ def test_concurrent_processes_share_one_file(tmp_path: Path) -> None:
             assert proc.stdin is not None
             proc.stdin.write("go\n")
             proc.stdin.flush()
-        results = [proc.communicate(timeout=60) for proc in procs]
+        results = [proc.communicate(timeout=600) for proc in procs]  # a guard against hanging
     finally:
         for proc in procs:
             if proc.poll() is None:

@@ -721,7 +721,7 @@ def test_property_soup_gives_document_or_document_error(raw: str) -> None:
     assert len(doc.content_hash) == 64
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.binary(max_size=300))
 def test_property_bytes_give_document_or_document_error(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
     path = tmp_path_factory.mktemp("bin") / "f.md"

@@ -16,7 +16,11 @@ Endpoints
     ``json_schema`` or ``json_object`` is answered in ``message.content`` (``finish_reason: "stop"``)
     instead of a tool call, as those modes are answered by OpenAI, Ollama and llama.cpp.
 ``GET /v1/models`` (also ``/models``)
-    A list with one model, ``reference``.
+    The list of the server's ``models``; without a ``models`` list, one model, ``reference``.
+``GET /v1/models/{id}`` (also ``/models/{id}``)
+    The model object. When the server was given a ``models`` list, a model not in it gets OpenAI's
+    404 ``model_not_found``; without a list every model exists. Each such request's ``id`` is recorded in
+    :attr:`ReferenceServer.lookups`.
 ``/v1/files``, ``/v1/batches`` and below
     The Batch API, in :mod:`insights.testing.batches` (the server's :attr:`ReferenceServer.batches`).
 Anything else
@@ -34,6 +38,8 @@ Answers
 * **Any other document**: a deterministic synthetic answer: the first two sentences of the text that are
   40-300 characters long and free of markup, returned as one barrier and one enabler (category ``other``,
   level ``organizational``) whose statement says it is a synthetic answer. No such sentence: empty lists.
+* **Unknown model**: with a ``models`` list, a chat request for another model gets the same 404
+  ``model_not_found`` as the ``404`` action (recorded with action ``404``).
 * The response is a standard ``chat.completion`` with one tool call (or JSON content, see above); ``id``
   and the tool call id are
   derived from a SHA-256 of the request body and ``created`` is the constant 1700000000, so the same body
@@ -60,6 +66,8 @@ request number); leftover probability is ``ok``. The actions:
 ``404``            ``model_not_found``
 ``reset``          the TCP connection is closed with RST (``SO_LINGER`` 0) and no response
 ``timeout``        sleeps ``plan.timeout_s`` (default 5 s), then answers normally
+``trickle``        200, the normal answer, its body sent one byte every ``plan.trickle_s`` seconds
+                   (default 1 s): per-read timeouts never fire, only a deadline on the whole request
 ``malformed``      200, tool arguments are invalid JSON (cut off in the middle of a string)
 ``schema_invalid`` 200, valid JSON that violates the schema (no ``quotes``, unknown category)
 ``no_tool_call``   200, plain text content, no tool call, ``finish_reason: "stop"``
@@ -94,6 +102,13 @@ request number); leftover probability is ``ok``. The actions:
 Every response carries ``x-reference-action: <action>``. Every chat request is recorded in
 :attr:`ReferenceServer.requests`.
 
+Holding requests
+----------------
+:meth:`ReferenceServer.hold` makes chat requests wait, after they are recorded and before they are
+answered, until :meth:`ReferenceServer.release` lets ``n`` of them (or all) go; :attr:`ReferenceServer.held`
+counts the waiting ones and :meth:`ReferenceServer.wait_held` waits for a number of them. Tests use it to
+check concurrency by what is in flight, not by how long things take.
+
 Run it in the foreground with ``python -m insights.testing.server --help``. It refuses to bind anything
 but a loopback address.
 """
@@ -119,7 +134,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ..evaluate import load_annotations
 
@@ -154,6 +169,7 @@ ACTIONS: tuple[str, ...] = (
     "404",
     "reset",
     "timeout",
+    "trickle",
     "malformed",
     "schema_invalid",
     "no_tool_call",
@@ -192,6 +208,7 @@ _THEME_LINE_RE = re.compile(r"^\[(ins_[0-9a-f]+)\] (.+)$", re.MULTILINE)
 _FIELDS = ("barriers", "enablers", "champions", "failed_experiments")
 _CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 _MODEL_PATHS = frozenset({"/v1/models", "/models"})
+_MODEL_PATH_RE = re.compile(r"^(?:/v1)?/models/(.+)$")
 _DOC_ID_RE = re.compile(r"^(?:Document|Theme) ID: (.+)$", re.MULTILINE)
 _PART_RE = re.compile(r"^Part: (\d+) of (\d+)$", re.MULTILINE)
 _DOC_RE = re.compile(r"<<<(DOCUMENT-[0-9a-f]{16})\n(.*)\n\1>>>", re.DOTALL)
@@ -277,7 +294,8 @@ class FaultPlan:
     its 1st, 2nd, 3rd... request for each part; once used up, ``ok``. ``rates`` maps actions to
     probabilities (summing to at most 1; the rest is ``ok``) for documents without a script, drawn
     deterministically from ``(seed, document id, part, request number)``. ``retry_after`` is the
-    ``retry-after`` of a ``429`` in seconds; ``timeout_s`` is how long ``timeout`` stalls.
+    ``retry-after`` of a ``429`` in seconds; ``timeout_s`` is how long ``timeout`` stalls;
+    ``trickle_s`` is the pause before each byte of a ``trickle`` answer.
     """
 
     script: dict[str, list[str]] = field(default_factory=dict)
@@ -285,6 +303,7 @@ class FaultPlan:
     seed: int = 0
     retry_after: float = 1.0
     timeout_s: float = 5.0
+    trickle_s: float = 1.0
 
     def __post_init__(self) -> None:
         for doc_id, actions in self.script.items():
@@ -300,8 +319,8 @@ class FaultPlan:
             total += float(rate)
         if total > 1.0 + 1e-9:
             raise ValueError(f"rates sum to {total:g}, more than 1")
-        if self.retry_after < 0 or self.timeout_s < 0:
-            raise ValueError("retry_after and timeout_s must not be negative")
+        if self.retry_after < 0 or self.timeout_s < 0 or self.trickle_s < 0:
+            raise ValueError("retry_after, timeout_s and trickle_s must not be negative")
 
     def action_for(self, doc_id: str, part: int, n: int) -> str:
         """The action for the ``n``-th request (1-based) for part ``part`` of document ``doc_id``."""
@@ -324,7 +343,7 @@ class FaultPlan:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FaultPlan:
         """A plan from a JSON-like mapping with the dataclass's field names."""
-        unknown = set(data) - {"script", "rates", "seed", "retry_after", "timeout_s"}
+        unknown = set(data) - {"script", "rates", "seed", "retry_after", "timeout_s", "trickle_s"}
         if unknown:
             raise ValueError(f"unknown fault plan keys: {sorted(unknown)}")
         return cls(
@@ -333,6 +352,7 @@ class FaultPlan:
             seed=int(data.get("seed", 0)),
             retry_after=float(data.get("retry_after", 1.0)),
             timeout_s=float(data.get("timeout_s", 5.0)),
+            trickle_s=float(data.get("trickle_s", 1.0)),
         )
 
 
@@ -559,6 +579,17 @@ def _unsupported(request: _Request) -> str:
     return "tools param requires --jinja flag"
 
 
+def _model_object(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": CREATED, "owned_by": "insights-testing"}
+
+
+def _error_body(action: str, *, model: str, tokens: int = 0, retry: str = "1") -> dict[str, Any]:
+    """The OpenAI-style error body of an error ``action`` (a key of ``_ERRORS``)."""
+    _, message, kind, code, param = _ERRORS[action]
+    text = message.format(model=model, tokens=tokens, retry=retry)
+    return {"error": {"message": text, "type": kind, "param": param, "code": code}}
+
+
 def _retry_after_text(seconds: float) -> str:
     return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
 
@@ -627,8 +658,13 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
-    def send_json(self, status: int, payload: bytes, headers: Mapping[str, str] | None = None) -> None:
-        """Write one complete response with a correct content-length (keeps the connection alive)."""
+    def send_json(
+        self, status: int, payload: bytes, headers: Mapping[str, str] | None = None, *, trickle_s: float | None = None
+    ) -> None:
+        """Write one complete response with a correct content-length (keeps the connection alive).
+
+        With ``trickle_s`` the body goes out one byte at a time, ``trickle_s`` seconds apart (until the
+        server stops or the client goes away)."""
         try:
             self.send_response(status)
             self.send_header("content-type", "application/json")
@@ -636,8 +672,18 @@ class _Handler(BaseHTTPRequestHandler):
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(payload)
+            if trickle_s is None:
+                self.wfile.write(payload)
+                self.wfile.flush()
+                return
             self.wfile.flush()
+            stopping = self.server.owner._stopping
+            for i in range(len(payload)):
+                if stopping.wait(trickle_s):
+                    self.close_connection = True
+                    return
+                self.wfile.write(payload[i : i + 1])
+                self.wfile.flush()
         except OSError:  # the client went away (reset, timeout on its side)
             self.close_connection = True
 
@@ -665,13 +711,21 @@ class _Handler(BaseHTTPRequestHandler):
     # -- methods
     def do_GET(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler
         self._read_body()
-        if urlsplit(self.path).path.rstrip("/") in _MODEL_PATHS:
-            models = {
-                "object": "list",
-                "data": [{"id": MODEL_ID, "object": "model", "created": CREATED, "owned_by": "insights-testing"}],
-            }
+        path = urlsplit(self.path).path.rstrip("/")
+        owner = self.server.owner
+        one = _MODEL_PATH_RE.match(path)
+        if path in _MODEL_PATHS:
+            names = owner.models if owner.models is not None else (MODEL_ID,)
+            models = {"object": "list", "data": [_model_object(name) for name in names]}
             self.send_json(200, _dumps(models).encode())
-        elif not self.server.owner.batches.handle(self, "GET", b""):
+        elif one is not None:
+            name = unquote(one.group(1))
+            owner._lookup(name)
+            if owner.models is None or name in owner.models:
+                self.send_json(200, _dumps(_model_object(name)).encode())
+            elif not owner.batches.handle(self, "GET", b""):
+                self.send_json(404, _dumps(_error_body("404", model=name)).encode())
+        elif not owner.batches.handle(self, "GET", b""):
             self._not_found()
 
     def do_POST(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler
@@ -688,7 +742,8 @@ class ReferenceServer:
     ``annotations`` is a directory of annotation files, a ready mapping ``{document_id: extraction}``, or
     ``None`` for :func:`default_annotations_dir` if it exists (else no annotations). ``plan`` and
     ``latency`` (seconds slept per chat request before answering) may be changed while it runs; assigning a
-    new plan also restarts the per-document request counters so its scripts count from 1.
+    new plan also restarts the per-document request counters so its scripts count from 1. ``models``
+    (optional) are the only model names it serves; see the module docstring.
     """
 
     def __init__(
@@ -700,6 +755,7 @@ class ReferenceServer:
         host: str = "127.0.0.1",
         port: int = 0,
         verbose: bool = False,
+        models: Sequence[str] | None = None,
     ) -> None:
         if not is_loopback(host):
             raise ValueError(f"refusing to bind {host!r}: the reference server only listens on loopback")
@@ -714,10 +770,16 @@ class ReferenceServer:
         self.port = port
         self.latency = float(latency)
         self.verbose = verbose
+        #: The models this server serves (``None``: every model name is accepted).
+        self.models: tuple[str, ...] | None = None if models is None else tuple(models)
         self._plan = plan
         self._lock = threading.Lock()
         self._counters: dict[tuple[str, int], int] = {}
         self._records: list[dict[str, Any]] = []
+        self._lookups: list[str] = []
+        self._gate = threading.Condition(self._lock)
+        self._permits: int | None = None  # None: requests are not held
+        self._held = 0
         self._connections: set[socket.socket] = set()
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
@@ -761,11 +823,63 @@ class ReferenceServer:
         with self._lock:
             return len(self._records)
 
+    @property
+    def lookups(self) -> list[str]:
+        """The model ids asked for with ``GET /v1/models/{id}``, in order."""
+        with self._lock:
+            return list(self._lookups)
+
     def reset(self) -> None:
         """Forget every request and restart the per-document counters."""
         with self._lock:
             self._records.clear()
             self._counters.clear()
+            self._lookups.clear()
+
+    # -- holding requests
+    def hold(self) -> None:
+        """From now on, chat requests wait (after being recorded) until :meth:`release` lets them go."""
+        with self._gate:
+            self._permits = 0
+
+    def release(self, n: int | None = None) -> None:
+        """Let ``n`` held (or future) chat requests go on; ``None``: all of them, and stop holding."""
+        with self._gate:
+            if n is None:
+                self._permits = None
+            elif self._permits is not None:
+                self._permits += n
+            self._gate.notify_all()
+
+    @property
+    def held(self) -> int:
+        """How many chat requests are waiting for :meth:`release` right now."""
+        with self._gate:
+            return self._held
+
+    def wait_held(self, n: int, *, count: int | None = None, timeout: float = 120.0) -> bool:
+        """Wait until exactly ``n`` chat requests are held (and, if given, exactly ``count`` have arrived
+        in all); False if that did not happen within ``timeout`` seconds (a guard against hanging)."""
+        with self._gate:
+            return self._gate.wait_for(
+                lambda: self._held == n and (count is None or len(self._records) == count), timeout=timeout
+            )
+
+    def _wait_at_gate(self) -> None:
+        with self._gate:
+            if self._permits is None:
+                return
+            self._held += 1
+            self._gate.notify_all()
+            self._gate.wait_for(lambda: self._permits is None or self._permits > 0 or self._stopping.is_set())
+            if self._permits:
+                self._permits -= 1
+            self._held -= 1
+            self._gate.notify_all()
+
+    def _lookup(self, name: str) -> None:
+        with self._lock:
+            self._lookups.append(name)
 
     # -- lifecycle
     def start(self) -> ReferenceServer:
@@ -793,6 +907,8 @@ class ReferenceServer:
         if httpd is None:
             return
         self._stopping.set()
+        with self._gate:
+            self._gate.notify_all()  # held requests go on (and find the server stopping)
         httpd.shutdown()
         httpd.server_close()
         with self._lock:
@@ -860,6 +976,8 @@ class ReferenceServer:
             self._counters[key] = n
             plan = self._plan
             action = plan.action_for(request.doc_id, request.part, n) if plan is not None else "ok"
+            if self.models is not None and request.model not in self.models:
+                action = "404"
             self._records.append(
                 {
                     "doc_id": request.doc_id,
@@ -877,6 +995,7 @@ class ReferenceServer:
                 f"reference-server: doc={request.doc_id!r} part={request.part}/{request.parts} n={n} "
                 f"attempt={request.attempt} action={action}\n"
             )
+        self._wait_at_gate()
         if self.latency > 0:
             self._stopping.wait(self.latency)
 
@@ -892,8 +1011,8 @@ class ReferenceServer:
             handler.send_json(500, _dumps(refused).encode(), extra)
             return
         if action in _ERRORS:
-            status, message, kind, code, param = _ERRORS[action]
-            text = message.format(
+            error = _error_body(
+                action,
                 model=request.model or MODEL_ID,
                 tokens=128_000 + request.prompt_chars // 4,
                 retry=_retry_after_text(plan.retry_after),
@@ -902,8 +1021,7 @@ class ReferenceServer:
                 extra["retry-after"] = _retry_after_text(plan.retry_after)
                 extra["retry-after-ms"] = str(int(round(plan.retry_after * 1000)))
                 extra["x-ratelimit-remaining-requests"] = "0"
-            error = {"error": {"message": text, "type": kind, "param": param, "code": code}}
-            handler.send_json(status, _dumps(error).encode(), extra)
+            handler.send_json(_ERRORS[action][0], _dumps(error).encode(), extra)
             return
         if action.endswith("_echo"):
             # A proxy that repeats the credentials it refused: the client must not store or show them.
@@ -915,7 +1033,8 @@ class ReferenceServer:
             return
         if action == "timeout":
             self._stopping.wait(plan.timeout_s)
-        handler.send_json(200, self._completion(request, body, action, digest).encode(), extra)
+        trickle = plan.trickle_s if action == "trickle" else None
+        handler.send_json(200, self._completion(request, body, action, digest).encode(), extra, trickle_s=trickle)
 
     def _answer(self, request: _Request) -> dict[str, Any]:
         if request.tool_name == "ThemeLabel":
@@ -1087,6 +1206,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--retry-after", type=float, default=1.0, help="retry-after seconds sent with 429 (default: 1)")
     parser.add_argument("--timeout-s", type=float, default=5.0, help="seconds the 'timeout' action stalls (default: 5)")
+    parser.add_argument(
+        "--trickle-s", type=float, default=1.0, help="seconds between the bytes of a 'trickle' answer (default: 1)"
+    )
+    parser.add_argument(
+        "--models",
+        metavar="A,B",
+        help="serve only these model names (others get 404 model_not_found); default: every name",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
     return parser
 
@@ -1108,6 +1235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "seed": args.seed,
                 "retry_after": args.retry_after,
                 "timeout_s": args.timeout_s,
+                "trickle_s": args.trickle_s,
             }
         )
         server = ReferenceServer(
@@ -1117,6 +1245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             verbose=args.verbose,
+            models=[m.strip() for m in args.models.split(",") if m.strip()] if args.models else None,
         )
         server.start()
     except (OSError, ValueError) as e:
