@@ -375,7 +375,7 @@ def _error_fields(exc: openai.APIStatusError) -> tuple[str, str]:
     return words, str(inner.get("message") or exc.message or "")
 
 
-def explain_status_error(exc: Exception, *, mode: str, attempts: int) -> RequestRejected | None:
+def explain_status_error(exc: Exception, *, mode: str, attempts: int, base_url: str = "") -> RequestRejected | None:
     """A refusal that retrying cannot fix, said in terms a user can act on; ``None`` for anything else.
 
     * the prompt does not fit the model's context (OpenAI's ``context_length_exceeded``, llama.cpp's
@@ -388,6 +388,8 @@ def explain_status_error(exc: Exception, *, mode: str, attempts: int) -> Request
     words, message = _error_fields(exc)
     status = exc.status_code
     said = f"HTTP {status} {' '.join(message.split())[:500]}"  # servers may send a traceback: one line
+    if base_url:
+        said = f"{base_url} answered {said}"
     if _CONTEXT_RE.search(f"{words} {message}"):
         return RequestRejected(
             f"{said} [{words.strip()}] (the prompt does not fit the model's context: lower --chunk-chars "
@@ -875,9 +877,9 @@ class ModelClient:
             try:
                 return self._openai_create(request)
             except openai.OpenAIError as exc:
-                mapped = explain_status_error(exc, mode=self.settings.mode, attempts=attempts) or classify(
-                    exc, attempts, base_url=self.base_url, model=self.model, timeout=self.settings.timeout
-                )
+                mapped = explain_status_error(
+                    exc, mode=self.settings.mode, attempts=attempts, base_url=self.base_url
+                ) or classify(exc, attempts, base_url=self.base_url, model=self.model, timeout=self.settings.timeout)
                 err = mapped.error if isinstance(mapped, _Retryable) else mapped
                 err.document_id = doc
                 self._log(
