@@ -301,8 +301,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out = Path(args.output)
     dest = Path(args.html) if args.html else out.with_name(out.name.removesuffix(".jsonl") + ".html")
-    stats = write_report(out, dest, args.paths, full_text=args.full_text, title=args.title)
+    stats = write_report(out, dest, args.paths, full_text=args.full_text, title=args.title, themes=_themes_option(args))
     _say(f"report: {stats.path} ({stats.bytes / 1e6:.2f} MB; {stats.documents} documents, {stats.insights} insights)")
+    for note in stats.notes:
+        _say(f"note: {note}")
     if stats.missing or stats.changed:
         _say(
             f"warning: {stats.missing} document(s) not found and {stats.changed} changed since the run: their "
@@ -393,9 +395,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export
 
-    result = export(args.output, args.to, args.path)
+    result = export(args.output, args.to, args.path, themes=_themes_option(args))
     for note in result.notes:
         _say(f"note: {note}")
+    if result.themes is not None:
+        _say(f"themes: {result.themes}")
     rows = ", ".join(f"{name} {n:,}" for name, n in result.rows.items() if name != "readme")
     _say(f"wrote {result.path} ({result.format}): {rows}")
     return 0
@@ -776,7 +780,23 @@ def _export_parser(sub: Any) -> None:
     xp.add_argument("output", metavar="OUT.jsonl", help="the output of insights extract")
     xp.add_argument("--to", required=True, choices=FORMATS, help="csv, parquet (needs the parquet extra) or sqlite")
     xp.add_argument("path", metavar="PATH", help="folder (csv, parquet) or file (sqlite) to write")
+    _themes_options(xp, "add the tables themes, theme_members, champions, champion_aliases and champion_mentions")
     xp.set_defaults(func=cmd_export)
+
+
+def _themes_options(p: argparse.ArgumentParser, what: str) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--themes", metavar="THEMES.jsonl",
+        help=f"the output of insights themes (and its THEMES.champions.jsonl): {what} (default: OUT.themes.jsonl "
+        "beside the output, when it exists)",
+    )  # fmt: skip
+    group.add_argument("--no-themes", action="store_true", help="do not read a themes file")
+
+
+def _themes_option(args: argparse.Namespace) -> str | bool:
+    """The ``themes`` argument of export and report: a path, ``False`` (--no-themes) or ``True`` (default file)."""
+    return str(args.themes) if args.themes else not args.no_themes
 
 
 def _report_parser(sub: Any) -> None:
@@ -800,6 +820,7 @@ def _report_parser(sub: Any) -> None:
         "--full-text", action="store_true", help="embed whole documents, not only the paragraphs around evidence"
     )
     rp.add_argument("--title", help="the report's title (default: the output file's name)")
+    _themes_options(rp, "add the pages Themes and Champions")
     rp.set_defaults(func=cmd_report)
 
 

@@ -43,6 +43,11 @@ otherwise the document is marked ``changed`` (or ``missing`` when no file has it
 shown without highlights. All text from the run or the documents is data: Jinja2 autoescapes it and
 the script inserts it as text nodes, never as HTML.
 
+* With a themes file (``insights themes``' output; ``themes=``, by default ``OUT.themes.jsonl`` when it
+  exists), the index also holds the themes and champion entities, as positions of their member insights
+  (:mod:`insights.report_themes`), for the pages ``#themes``, ``#theme/ID`` and ``#champions``
+  (``insights/static/report_themes.js``, inlined only then).
+
 Adding a page: a server-rendered one is a ``<section class="page" id="page-NAME">`` in the template
 with a tab in ``PAGES``; one drawn from the index is a function registered in ``report.js``'s
 ``PAGES``. Either is reached at ``#NAME``.
@@ -68,8 +73,12 @@ from ._optional import require
 from .charts import CHART_WIDTH, LABEL_WIDTH, NONE, insights_href, make_chart, natural_key
 from .documents import Document, iter_corpus
 from .errors import DocumentError, OutputError
+from .ids import line_insight_id
 from .output import read_jsonl, sidecar
+from .report_themes import filter_options as theme_filter_options
+from .report_themes import pack_themes, theme_pages
 from .schema import KINDS, Category, Level
+from .theme_tables import ThemeFiles, load_themes
 
 PAGES = [("overview", "Overview"), ("insights", "Insights"), ("rejected", "Rejected")]
 #: Keys of an output line that are not the insight's own fields (shown elsewhere or not at all).
@@ -111,6 +120,7 @@ class Report:
     models: list[str] = field(default_factory=list)
     prompt_versions: list[str] = field(default_factory=list)
     full_text: bool = False
+    themes: ThemeFiles | None = None  # themes and champion entities, when a themes file was read
 
     @property
     def insights(self) -> list[tuple[ReportDocument, dict[str, Any]]]:
@@ -124,6 +134,7 @@ def build_report(
     *,
     full_text: bool = False,
     title: str | None = None,
+    themes: str | os.PathLike[str] | bool = True,
 ) -> Report:
     """Read a run and its documents.
 
@@ -134,9 +145,12 @@ def build_report(
             them, each ledger line's ``path`` is tried, as given and then relative to ``out``'s folder.
         full_text: embed each document's whole text, not only the paragraphs around its evidence.
         title: the report's title (default: the output file's name).
+        themes: the output of ``insights themes`` to show (``True``: ``OUT.themes.jsonl`` if it exists;
+            ``False``: none).
 
     Raises:
-        OutputError: ``out`` does not exist or holds no line of a run.
+        OutputError: ``out`` does not exist or holds no line of a run; a themes file given is missing or
+            holds a line that is not a theme.
         DocumentError: a path in ``paths`` does not exist.
     """
     out = Path(out)
@@ -165,6 +179,7 @@ def build_report(
     if not docs:
         raise OutputError(f"{out}: no insight or document line of a run")
     _attach_texts(docs, out, paths)
+    known = {line_insight_id(line) for doc in docs.values() for line in doc.insights}
     return Report(
         title=title or out.name,
         source=out.name,
@@ -173,6 +188,7 @@ def build_report(
         models=[m for m, _ in models.most_common() if m],
         prompt_versions=[v for v, _ in versions.most_common() if v],
         full_text=full_text,
+        themes=load_themes(out, themes, known),
     )
 
 
@@ -319,7 +335,7 @@ def pack_index(report: Report) -> tuple[str, list[str]]:
                 "f": {k: v if isinstance(v, str) else json.dumps(v) for k, v in line.items() if k not in _IDENTITY},
             })  # fmt: skip
     index = {"title": report.title, "source": report.source, "sections": list(sections), "docs": docs,
-             "insights": insights}  # fmt: skip
+             "insights": insights, **pack_themes(report)}  # fmt: skip
     return _pack(index), texts
 
 
@@ -414,14 +430,16 @@ def render_report(report: Report) -> str:
     )
     index, texts = pack_index(report)
     markup = jinja2.utils.markupsafe.Markup
+    themed = report.themes is not None
     return str(
         env.get_template("report.html").render(
             report=report,
-            pages=PAGES,
+            pages=PAGES + theme_pages(report),
             overview=overview(report),
             filters=filter_options(report),
+            theme_filters=theme_filter_options(report),
             css=markup(_asset("report.css")),
-            js=markup(_asset("report.js")),
+            js=markup((_asset("report_themes.js") + "\n" if themed else "") + _asset("report.js")),
             index=markup(index),  # base64: nothing to escape
             texts=markup("\n".join(texts)),
             chart_width=CHART_WIDTH,
@@ -441,6 +459,7 @@ class ReportStats:
     insights: int
     missing: int
     changed: int
+    notes: list[str] = field(default_factory=list)
 
 
 def write_report(
@@ -450,9 +469,10 @@ def write_report(
     *,
     full_text: bool = False,
     title: str | None = None,
+    themes: str | os.PathLike[str] | bool = True,
 ) -> ReportStats:
     """Build the report of run ``out`` and write it to ``dest`` (a temporary file, then renamed)."""
-    report = build_report(out, paths, full_text=full_text, title=title)
+    report = build_report(out, paths, full_text=full_text, title=title, themes=themes)
     html = render_report(report).encode("utf-8")
     dest = Path(dest)
     tmp = None
@@ -468,4 +488,4 @@ def write_report(
         raise OutputError(f"{dest}: cannot write: {exc}") from exc
     status = Counter(d.status for d in report.documents)
     return ReportStats(dest, len(html), len(report.documents), len(report.insights), status["missing"],
-                       status["changed"])  # fmt: skip
+                       status["changed"], report.themes.notes if report.themes else [])  # fmt: skip
