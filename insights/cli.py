@@ -773,9 +773,10 @@ def _export_parser(sub: Any) -> None:
         "export",
         help="write an output as CSV, Parquet or SQLite tables",
         description="Write the tables insights, evidence, documents, rejected, tags and readme (joined by "
-        "insight_id and document_id) from OUT.jsonl and its OUT.documents.jsonl. csv and parquet: a folder "
-        "with one file per table; sqlite: one database with keys and full-text search, ready for Datasette "
-        "and sqlite-utils. The target is replaced only once the new one is complete.",
+        "insight_id and document_id) from OUT.jsonl and its OUT.documents.jsonl, and the theme tables from "
+        "the output of insights themes when there is one. csv and parquet: a folder with one file per table; "
+        "sqlite: one database with keys and full-text search, ready for Datasette and sqlite-utils. The target "
+        "is replaced only once the new one is complete.",
     )
     xp.add_argument("output", metavar="OUT.jsonl", help="the output of insights extract")
     xp.add_argument("--to", required=True, choices=FORMATS, help="csv, parquet (needs the parquet extra) or sqlite")
@@ -805,7 +806,9 @@ def _report_parser(sub: Any) -> None:
         help="write a self-contained HTML report of an output file",
         description="Write one static HTML file (no server, no network; opens from file:// and can be sent by "
         "e-mail): counts by kind, category, level, country, year, type and SDG; a filterable list of insights; "
-        "each document with its evidence highlighted at its offsets; rejected insights with their reasons. "
+        "each document with its evidence highlighted at its offsets; rejected insights with their reasons; "
+        "with the output of insights themes, its themes (drilling down to members and their evidence) and "
+        "champions, filterable by country, year and document type. "
         "Needs the 'report' extra (pip install 'grounded-insights[report]').",
     )
     rp.add_argument("output", metavar="OUT.jsonl", help="the output of insights extract (its ledger is read too)")
