@@ -206,3 +206,17 @@ def test_a_line_that_is_not_a_theme_is_an_error_naming_it(run: SimpleNamespace, 
     with pytest.raises(OutputError, match=f"{bad}: line 2 is not a theme line"):
         write_report(run.out, tmp_path / "r.html", run.paths, themes=bad)
     assert not (tmp_path / "r.html").exists()
+
+
+def test_pseudonymised_champions_are_shown_by_pseudonym_with_a_warning(run: SimpleNamespace, tmp_path: Path) -> None:
+    named = tmp_path / "p.jsonl"
+    assert cli.main(["themes", str(run.out), "--vectors", "tfidf", "--pseudonymise-persons", "-o", str(named)]) == 0
+    report = build_report(run.out, run.paths, themes=named)
+    assert report.themes is not None and report.themes.champions_path == tmp_path / "p.champions.jsonl"
+    persons = [e for e in report.themes.champions if e.champion_type == "person"]
+    assert persons and all(e.pseudonymised and e.name.startswith("Person ") for e in persons)
+    index = unpack(pack_index(report)[0])
+    assert {e["name"] for e in index["champions"] if e["ps"]} == {e.name for e in persons}
+    html = render_report(report)
+    assert "Persons were pseudonymised in <code>p.champions.jsonl</code> only" in html
+    assert "Persons were pseudonymised" not in render_report(build_report(run.out, run.paths))
