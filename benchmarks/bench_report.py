@@ -15,6 +15,7 @@ Usage (from the repository root)::
     python benchmarks/bench_report.py                          # 9,600 documents, 30,000 insights
     python benchmarks/bench_report.py --docs 2000 --insights 6000 --corpus PATH
     python benchmarks/bench_report.py --screenshot docs/report.png   # only the README's screenshot
+    python benchmarks/bench_report.py --themes                 # also run insights themes, report with them
 
 The figures depend on the machine; nothing here is asserted.
 """
@@ -149,7 +150,9 @@ def parts_of(html: str) -> dict[str, int]:
     return sizes
 
 
-def open_in_browser(html_path: Path, rounds: int, out_lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def open_in_browser(
+    html_path: Path, rounds: int, out_lines: list[dict[str, Any]], routes: tuple[tuple[str, str], ...] = ()
+) -> list[dict[str, Any]]:
     driver = chromium()
     results = []
     try:
@@ -168,6 +171,8 @@ def open_in_browser(html_path: Path, rounds: int, out_lines: list[dict[str, Any]
             timings["open_document_ms"] = driver.execute_async_script(ROUTE, f"#insight/{target['insight_id']}")
             timings["list_all_ms"] = driver.execute_async_script(ROUTE, "#insights")
             timings["filter_ms"] = driver.execute_async_script(ROUTE, "#insights?kind=barrier&q=the")
+            for key, route in routes:  # the theme pages, when the report has them
+                timings[key] = driver.execute_async_script(ROUTE, route)
             severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
             if severe:
                 raise SystemExit(f"console errors: {severe}")
@@ -211,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="times to open the report (default 3)")
     parser.add_argument("--full-text", action="store_true", help="also build and open a --full-text report")
     parser.add_argument("--keep", type=Path, help="keep the run and the reports in this folder")
+    parser.add_argument(
+        "--themes", choices=["auto", "wordllama", "tfidf"], nargs="?", const="auto",
+        help="also run insights themes (--vectors, default auto) and build and open the report with its themes",
+    )  # fmt: skip
     parser.add_argument("--screenshot", type=Path, help="only save the README's screenshot to this PNG")
     args = parser.parse_args(argv)
     if args.screenshot:
@@ -235,11 +244,23 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         load_corpus(docs_path)
         c.row("loading the documents alone (part of each build)", f"{time.perf_counter() - started:.1f} s")
-        modes = [("default (paragraphs around evidence)", [])] + (
-            [("--full-text", ["--full-text"])] if args.full_text else []
+        modes = [("default (paragraphs around evidence)", ["--no-themes"], "report.html")] + (
+            [("--full-text", ["--full-text", "--no-themes"], "report-full.html")] if args.full_text else []
         )
-        for label, extra in modes:
-            html_path = folder / ("report-full.html" if extra else "report.html")
+        routes: tuple[tuple[str, str], ...] = ()
+        if args.themes:
+            wall, _, proc = c.run_cli(["themes", str(out), "--vectors", args.themes], "http://127.0.0.1:9")
+            if proc.returncode != 0:
+                raise SystemExit(f"themes failed: {proc.stderr}")
+            c.row("insights themes (whole process)", f"{wall:.1f} s: {proc.stderr.strip().splitlines()[0]}")
+            themes = [json.loads(x) for x in out.with_name("out.themes.jsonl").open(encoding="utf-8")]
+            country = max(themes[0]["countries"], key=lambda x: x["count"])["value"] if themes else ""
+            biggest = max(themes, key=lambda t: t["n_members"])["theme_id"] if themes else ""
+            routes = (("themes_ms", "#themes"), ("themes_filter_ms", "#themes?country=" + country),
+                      ("theme_ms", "#theme/" + biggest), ("champions_ms", "#champions"))  # fmt: skip
+            modes.append(("with themes (OUT.themes.jsonl)", [], "report-themes.html"))
+        for label, extra, name in modes:
+            html_path = folder / name
             wall, _, proc = c.run_cli(
                 ["report", str(out), str(docs_path), "-o", str(html_path), *extra], "http://127.0.0.1:9"
             )
@@ -252,9 +273,9 @@ def main(argv: list[str] | None = None) -> int:
             c.row("file size", f"{html_path.stat().st_size / 1e6:.1f} MB")
             for name, size in parts_of(html).items():
                 c.row(f"  {name}", f"{size / 1e6:.2f} MB")
-            timings = open_in_browser(html_path, args.rounds, lines)
+            timings = open_in_browser(html_path, args.rounds, lines, routes if not extra else ())
             for key in ("first_paint", "first_contentful_paint", "dom_content_loaded", "load", "index_ready",
-                        "open_document_ms", "list_all_ms", "filter_ms"):  # fmt: skip
+                        "open_document_ms", "list_all_ms", "filter_ms", *(k for k, _ in routes)):  # fmt: skip
                 values = [t[key] for t in timings if t.get(key) is not None]
                 if values:
                     every = ", ".join(f"{v:.0f}" for v in values)

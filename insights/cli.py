@@ -352,11 +352,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.output)
     dest = Path(args.html) if args.html else out.with_name(out.name.removesuffix(".jsonl") + ".html")
     stats = write_report(
-        out, dest, args.paths, full_text=args.full_text, title=args.title, raw=args.raw, decisions=args.decisions
-    )
+        out, dest, args.paths, full_text=args.full_text, title=args.title, raw=args.raw, decisions=args.decisions,
+        themes=_themes_option(args),
+    )  # fmt: skip
     _say(f"report: {stats.path} ({stats.bytes / 1e6:.2f} MB; {stats.documents} documents, {stats.insights} insights)")
     if stats.review:
         _say(stats.review)
+    for note in stats.notes:
+        _say(f"note: {note}")
     if stats.missing or stats.changed:
         _say(
             f"warning: {stats.missing} document(s) not found and {stats.changed} changed since the run: their "
@@ -451,9 +454,13 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export
 
-    result = export(args.output, args.to, args.path, raw=args.raw, decisions=args.decisions)
+    result = export(
+        args.output, args.to, args.path, raw=args.raw, decisions=args.decisions, themes=_themes_option(args)
+    )
     for note in result.notes:
         _say(f"note: {note}")
+    if result.themes is not None:
+        _say(f"themes: {result.themes}")
     rows = ", ".join(f"{name} {n:,}" for name, n in result.rows.items() if name != "readme")
     _say(f"wrote {result.path} ({result.format}): {rows}")
     return 0
@@ -935,15 +942,32 @@ def _export_parser(sub: Any) -> None:
         "export",
         help="write an output as CSV, Parquet or SQLite tables",
         description="Write the tables insights, evidence, documents, rejected, tags and readme (joined by "
-        "insight_id and document_id) from OUT.jsonl and its OUT.documents.jsonl. csv and parquet: a folder "
-        "with one file per table; sqlite: one database with keys and full-text search, ready for Datasette "
-        "and sqlite-utils. The target is replaced only once the new one is complete.",
+        "insight_id and document_id) from OUT.jsonl and its OUT.documents.jsonl, and the theme tables from "
+        "the output of insights themes when there is one. csv and parquet: a folder with one file per table; "
+        "sqlite: one database with keys and full-text search, ready for Datasette and sqlite-utils. The target "
+        "is replaced only once the new one is complete.",
     )
     xp.add_argument("output", metavar="OUT.jsonl", help="the output of insights extract")
     xp.add_argument("--to", required=True, choices=FORMATS, help="csv, parquet (needs the parquet extra) or sqlite")
     xp.add_argument("path", metavar="PATH", help="folder (csv, parquet) or file (sqlite) to write")
     _review_options(xp)
+    _themes_options(xp, "add the tables themes, theme_members, champions, champion_aliases and champion_mentions")
     xp.set_defaults(func=cmd_export)
+
+
+def _themes_options(p: argparse.ArgumentParser, what: str) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--themes", metavar="THEMES.jsonl",
+        help=f"the output of insights themes (and its THEMES.champions.jsonl): {what} (default: OUT.themes.jsonl "
+        "beside the output, when it exists)",
+    )  # fmt: skip
+    group.add_argument("--no-themes", action="store_true", help="do not read a themes file")
+
+
+def _themes_option(args: argparse.Namespace) -> str | bool:
+    """The ``themes`` argument of export and report: a path, ``False`` (--no-themes) or ``True`` (default file)."""
+    return str(args.themes) if args.themes else not args.no_themes
 
 
 def _report_parser(sub: Any) -> None:
@@ -952,7 +976,9 @@ def _report_parser(sub: Any) -> None:
         help="write a self-contained HTML report of an output file",
         description="Write one static HTML file (no server, no network; opens from file:// and can be sent by "
         "e-mail): counts by kind, category, level, country, year, type and SDG; a filterable list of insights; "
-        "each document with its evidence highlighted at its offsets; rejected insights with their reasons. "
+        "each document with its evidence highlighted at its offsets; rejected insights with their reasons; "
+        "with the output of insights themes, its themes (drilling down to members and their evidence) and "
+        "champions, filterable by country, year and document type. "
         "Needs the 'report' extra (pip install 'grounded-insights[report]').",
     )
     rp.add_argument("output", metavar="OUT.jsonl", help="the output of insights extract (its ledger is read too)")
@@ -968,6 +994,7 @@ def _report_parser(sub: Any) -> None:
     )
     rp.add_argument("--title", help="the report's title (default: the output file's name)")
     _review_options(rp)
+    _themes_options(rp, "add the pages Themes and Champions")
     rp.set_defaults(func=cmd_report)
 
 

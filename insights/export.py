@@ -16,8 +16,26 @@ table           primary key                 one row per
 ``documents``   ``document_id``             finished document (ledger line): counts, rejected, usage
 ``rejected``    ``document_id``, ``n``      insight the model proposed and the library did not keep
 ``tags``        ``document_id, key, n``     ``[[key:value]]`` tag value of a document with insights
-``readme``      ``table_name, column_name`` column of the tables above, described (``""``: the table)
+``readme``      ``table_name, column_name`` column of the tables exported, described (``""``: the table)
 ==============  ==========================  ===========================================================
+
+Themes and champions (``insights themes``) add five tables when a themes file is read: by default
+``OUT.themes.jsonl`` beside the output when it exists (what ``insights themes OUT.jsonl`` writes), or the
+file named by ``themes=`` (``--themes``), with its ``THEMES.champions.jsonl``; ``themes=False``
+(``--no-themes``) reads none. They are read through their models (:func:`insights.theme_tables.load_themes`);
+a theme or entity naming an insight that is not exported is left out whole and named in the notes.
+
+======================  ==========================  ===================================================
+``themes``              ``theme_id``                recurring theme: label, counts, tallies (FTS5 on
+                                                    label and description)
+``theme_members``       ``theme_id, insight_id``    member insight of a theme, with its first quote
+``champions``           ``entity_id``               champion entity resolved across documents
+``champion_aliases``    ``entity_id, alias``        way an entity is written, with its documents
+``champion_mentions``   ``entity_id, insight_id``   champion insight resolved into an entity
+======================  ==========================  ===================================================
+
+``theme_members.theme_id`` refers to ``themes``, ``champion_*.entity_id`` to ``champions``, and their
+``insight_id`` and ``document_id`` to ``insights`` and ``documents``. Booleans are 0 or 1.
 
 Every ``document_id`` refers to ``documents``; ``evidence.insight_id`` to ``insights``. A document is in
 the export when its ledger line is (as for resuming): insight lines without a matching ledger line
@@ -65,6 +83,7 @@ from .errors import ConfigError, OutputError
 from .ids import line_insight_id
 from .output import ResultKey, sidecar
 from .tables import TABLES, Table, readme_rows
+from .theme_tables import ThemeFiles, champion_tables, load_themes, theme_tables
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -81,6 +100,7 @@ class Tables:
 
     rows: dict[str, list[dict[str, Any]]]
     notes: list[str] = field(default_factory=list)
+    themes: Path | None = None  # the themes file read, if any
 
     def counts(self) -> dict[str, int]:
         """Rows per table."""
@@ -181,6 +201,7 @@ def build_tables(
     *,
     raw: bool = False,
     decisions: str | os.PathLike[str] | None = None,
+    themes: str | os.PathLike[str] | bool = True,
 ) -> Tables:
     """Read a run's output and ledger into the rows of :data:`TABLES` (see the module docstring).
 
@@ -191,12 +212,15 @@ def build_tables(
             applied: insights rejected in review are left out (and counted in the notes), edited fields
             are used, and the ``review`` and ``reviewer`` columns say which were accepted or edited.
         decisions: the decisions file (default ``OUT.decisions.jsonl`` beside ``out``).
+        themes: the themes file of ``insights themes`` (``True``: ``OUT.themes.jsonl`` if it exists;
+            ``False``: none); its tables are added when one is read.
 
     Returns:
         The rows of every table, and notes on lines left out.
 
     Raises:
-        OutputError: ``out`` is missing or unreadable, or holds a JSON line that is not an insight line.
+        OutputError: ``out`` is missing or unreadable, or holds a JSON line that is not an insight line; a
+            themes file given is missing or holds a line that is not a theme.
     """
     out = Path(out)
     ledger_path = Path(documents) if documents else sidecar(out, "documents")
@@ -267,9 +291,24 @@ def build_tables(
         "documents": [_document_row(entry, per_document.get(d, 0)) for d, entry in ledger.items()],
         "rejected": rejected,
         "tags": tag_rows,
-        "readme": readme_rows(),
     }
-    return Tables(rows, notes)
+    found = load_themes(out, themes, seen)
+    if found is not None:
+        rows.update(_theme_rows(found, [line for _, line in lines]))
+        notes.extend(found.notes)
+    rows["readme"] = readme_rows([*rows, "readme"])
+    return Tables(rows, notes, found.path if found is not None else None)
+
+
+def _theme_rows(found: ThemeFiles, lines: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The theme tables' rows (the champion tables only when a champions file was read); booleans as 0/1."""
+    tables = theme_tables(found.themes, lines)
+    if found.champions_path is not None:
+        tables.update(champion_tables(found.champions))
+    return {
+        name: [{k: int(v) if isinstance(v, bool) else v for k, v in row.items()} for row in rows]
+        for name, rows in tables.items()
+    }
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -388,6 +427,7 @@ class ExportResult:
     format: Format
     rows: dict[str, int]
     notes: list[str]
+    themes: Path | None = None
 
 
 def export(
@@ -397,6 +437,7 @@ def export(
     *,
     raw: bool = False,
     decisions: str | os.PathLike[str] | None = None,
+    themes: str | os.PathLike[str] | bool = True,
 ) -> ExportResult:
     """Write the tables of a run's output as CSV files, Parquet files or one SQLite database.
 
@@ -405,6 +446,8 @@ def export(
         to: ``"csv"`` or ``"parquet"`` (a folder with one file per table) or ``"sqlite"`` (one file).
         path: the folder or file to write; an existing one is replaced only once the new one is complete.
         raw, decisions: as for :func:`build_tables` (by default the review decisions are applied).
+        themes: the themes file to add as tables (``True``: ``OUT.themes.jsonl`` if it exists; ``False``:
+            none).
 
     Returns:
         What was written.
@@ -419,30 +462,38 @@ def export(
     if to == "parquet":
         require("pyarrow.parquet", "parquet", purpose="insights export --to parquet")  # before reading anything
     _check_target(target, folder=to != "sqlite")
-    tables = build_tables(out, raw=raw, decisions=decisions)
+    tables = build_tables(out, raw=raw, decisions=decisions, themes=themes)
     {"csv": write_csv, "parquet": write_parquet, "sqlite": write_sqlite}[to](tables, target)
-    return ExportResult(target, to, tables.counts(), tables.notes)
+    return ExportResult(target, to, tables.counts(), tables.notes, tables.themes)
 
 
-def to_dataframe(out: str | os.PathLike[str], table: str = "insights") -> pandas.DataFrame:
+def to_dataframe(
+    out: str | os.PathLike[str], table: str = "insights", *, themes: str | os.PathLike[str] | bool = True
+) -> pandas.DataFrame:
     """One table of a run's output as a pandas DataFrame (needs the ``pandas`` extra).
 
     Args:
         out: the ``OUT.jsonl`` of ``insights extract``.
-        table: ``insights`` (default), ``evidence``, ``documents``, ``rejected``, ``tags`` or ``readme``.
+        table: ``insights`` (default), ``evidence``, ``documents``, ``rejected``, ``tags``, ``readme``, or
+            one of the theme tables (``themes``, ``theme_members``, ``champions``, ``champion_aliases``,
+            ``champion_mentions``), which need a themes file.
+        themes: the themes file (``True``: ``OUT.themes.jsonl`` if it exists; ``False``: none).
 
     Returns:
         The table, with the columns of :data:`TABLES` (integers as nullable ``Int64``).
 
     Raises:
-        ConfigError: pandas is not installed, or ``table`` is unknown.
+        ConfigError: pandas is not installed, ``table`` is unknown, or a theme table without a themes file.
         OutputError: the output cannot be read.
     """
     pd = require("pandas", "pandas", purpose="insights.to_dataframe")
     if table not in TABLES:
         raise ConfigError(f"unknown table {table!r}; choose one of {', '.join(TABLES)}")
     definition = TABLES[table]
-    frame = pd.DataFrame.from_records(build_tables(out).rows[table], columns=definition.names)
+    rows = build_tables(out, themes=themes).rows
+    if table not in rows:
+        raise ConfigError(f"table {table!r} needs a themes file: run insights themes {out} first, or name one")
+    frame = pd.DataFrame.from_records(rows[table], columns=definition.names)
     for c in definition.columns:
         if c.type == "integer":
             frame[c.name] = frame[c.name].astype("Int64")

@@ -43,6 +43,11 @@ otherwise the document is marked ``changed`` (or ``missing`` when no file has it
 shown without highlights. All text from the run or the documents is data: Jinja2 autoescapes it and
 the script inserts it as text nodes, never as HTML.
 
+* With a themes file (``insights themes``' output; ``themes=``, by default ``OUT.themes.jsonl`` when it
+  exists), the index also holds the themes and champion entities, as positions of their member insights
+  (:mod:`insights.report_themes`), for the pages ``#themes``, ``#theme/ID`` and ``#champions``
+  (``insights/static/report_themes.js``, inlined only then).
+
 Adding a page: a server-rendered one is a ``<section class="page" id="page-NAME">`` in the template
 with a tab in ``PAGES``; one drawn from the index is a function registered in ``report.js``'s
 ``PAGES``. Either is reached at ``#NAME``.
@@ -69,8 +74,12 @@ from .charts import CHART_WIDTH, LABEL_WIDTH, NONE, insights_href, make_chart, n
 from .decisions import reviewed_lines
 from .documents import Document, iter_corpus
 from .errors import DocumentError, OutputError
+from .ids import line_insight_id
 from .output import read_jsonl, sidecar
+from .report_themes import filter_options as theme_filter_options
+from .report_themes import pack_themes, theme_pages
 from .schema import KINDS, Category, Level
+from .theme_tables import ThemeFiles, load_themes
 
 PAGES = [("overview", "Overview"), ("insights", "Insights"), ("rejected", "Rejected")]
 #: Keys of an output line that are not the insight's own fields (shown elsewhere or not at all).
@@ -115,6 +124,7 @@ class Report:
     full_text: bool = False
     review: str = ""  # what the review decisions changed (insights.decisions.Reviewed.summary)
     left_out: int = 0  # insights rejected in review, not shown
+    themes: ThemeFiles | None = None  # themes and champion entities, when a themes file was read
 
     @property
     def insights(self) -> list[tuple[ReportDocument, dict[str, Any]]]:
@@ -130,6 +140,7 @@ def build_report(
     title: str | None = None,
     raw: bool = False,
     decisions: str | os.PathLike[str] | None = None,
+    themes: str | os.PathLike[str] | bool = True,
 ) -> Report:
     """Read a run and its documents, with the review decisions applied (:mod:`insights.decisions`).
 
@@ -142,9 +153,12 @@ def build_report(
         title: the report's title (default: the output file's name).
         raw: the model's output alone, without the review decisions.
         decisions: the decisions file (default ``OUT.decisions.jsonl`` beside ``out``).
+        themes: the output of ``insights themes`` to show (``True``: ``OUT.themes.jsonl`` if it exists;
+            ``False``: none).
 
     Raises:
-        OutputError: ``out`` does not exist or holds no line of a run.
+        OutputError: ``out`` does not exist or holds no line of a run; a themes file given is missing or
+            holds a line that is not a theme.
         DocumentError: a path in ``paths`` does not exist.
     """
     out = Path(out)
@@ -173,6 +187,7 @@ def build_report(
     if not docs:
         raise OutputError(f"{out}: no insight or document line of a run")
     _attach_texts(docs, out, paths)
+    known = {line_insight_id(line) for doc in docs.values() for line in doc.insights}
     return Report(
         title=title or out.name,
         source=out.name,
@@ -183,6 +198,7 @@ def build_report(
         full_text=full_text,
         review=reviewed.summary(),
         left_out=len(reviewed.left_out),
+        themes=load_themes(out, themes, known),
     )
 
 
@@ -344,7 +360,7 @@ def pack_index(report: Report) -> tuple[str, list[str]]:
                       **review_note(line)},
             })  # fmt: skip
     index = {"title": report.title, "source": report.source, "sections": list(sections), "docs": docs,
-             "insights": insights}  # fmt: skip
+             "insights": insights, **pack_themes(report)}  # fmt: skip
     return _pack(index), texts
 
 
@@ -452,14 +468,21 @@ def render_report(report: Report) -> str:
     )
     index, texts = pack_index(report)
     markup = jinja2.utils.markupsafe.Markup
+    themed = report.themes is not None
     return str(
         env.get_template("report.html").render(
             report=report,
-            pages=PAGES,
+            pages=PAGES + theme_pages(report),
             overview=overview(report),
             filters=filter_options(report),
+            theme_filters=theme_filter_options(report),
             css=markup(_asset("report.css")),
-            js=markup(_asset("highlight.js") + "\n" + _asset("report.js")),
+            js=markup(
+                (_asset("report_themes.js") + "\n" if themed else "")
+                + _asset("highlight.js")
+                + "\n"
+                + _asset("report.js")
+            ),
             index=markup(index),  # base64: nothing to escape
             texts=markup("\n".join(texts)),
             chart_width=CHART_WIDTH,
@@ -480,6 +503,7 @@ class ReportStats:
     missing: int
     changed: int
     review: str = ""
+    notes: list[str] = field(default_factory=list)
 
 
 def write_report(
@@ -491,10 +515,11 @@ def write_report(
     title: str | None = None,
     raw: bool = False,
     decisions: str | os.PathLike[str] | None = None,
+    themes: str | os.PathLike[str] | bool = True,
 ) -> ReportStats:
-    """Build the report of run ``out`` and write it to ``dest`` (a temporary file, then renamed); ``raw``
-    and ``decisions`` as for :func:`build_report`."""
-    report = build_report(out, paths, full_text=full_text, title=title, raw=raw, decisions=decisions)
+    """Build the report of run ``out`` and write it to ``dest`` (a temporary file, then renamed); ``raw``,
+    ``decisions`` and ``themes`` as for :func:`build_report`."""
+    report = build_report(out, paths, full_text=full_text, title=title, raw=raw, decisions=decisions, themes=themes)
     html = render_report(report).encode("utf-8")
     dest = Path(dest)
     tmp = None
@@ -510,4 +535,4 @@ def write_report(
         raise OutputError(f"{dest}: cannot write: {exc}") from exc
     status = Counter(d.status for d in report.documents)
     return ReportStats(dest, len(html), len(report.documents), len(report.insights), status["missing"],
-                       status["changed"], report.review)  # fmt: skip
+                       status["changed"], report.review, report.themes.notes if report.themes else [])  # fmt: skip

@@ -5,10 +5,16 @@
 added, never renamed. Keys: ``insights.insight_id``; ``evidence (insight_id, n)``; ``documents.document_id``;
 ``rejected (document_id, n)``; ``tags (document_id, key, n)``; ``readme (table_name, column_name)``. Every
 ``document_id`` refers to ``documents``, ``evidence.insight_id`` to ``insights``.
+
+:data:`THEME_TABLES` (rows from :mod:`insights.theme_tables`) are exported only with a themes file:
+``themes.theme_id``; ``theme_members (theme_id, insight_id)``; ``champions.entity_id``;
+``champion_aliases (entity_id, alias)``; ``champion_mentions (entity_id, insight_id)``. Their
+``theme_id``/``entity_id`` refer to ``themes``/``champions``, their ``insight_id`` to ``insights``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -192,11 +198,133 @@ TABLES: dict[str, Table] = {
     )
 }
 
+_TALLY = " (value (count); ...), counted over the members."
+_THEME = "The theme (themes.theme_id)."
+_ENTITY = "The champion entity (champions.entity_id)."
+_INSIGHT = "The insight (insights.insight_id)."
+#: The tables of ``insights themes``' output, exported beside the others when a themes file is read.
+THEME_TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        Table(
+            "themes",
+            "One row per recurring theme (insights themes): members of one kind and category from several documents.",
+            (
+                _c("theme_id", "text", "Stable id of the theme: a digest of its kind and member ids.", nullable=False),
+                _c("kind", "text", "barrier, enabler or failed_experiment.", nullable=False),
+                _c("label", "text", "Short label: terms the members share, or a model's label.", nullable=False),
+                _c("description", "text", "What the theme's members have in common (counts only, offline)."),
+                _c("label_source", "text", "offline, model or offline-fallback."),
+                _c("n_members", "integer", "Member insights (rows of theme_members).", nullable=False),
+                _c("n_documents", "integer", "Distinct documents of the members (at least 2).", nullable=False),
+                _c("n_countries", "integer", "Distinct countries of the members' documents.", nullable=False),
+                _c("n_years", "integer", "Distinct years of the members' documents.", nullable=False),
+                _c("countries", "text", "Countries" + _TALLY),
+                _c("years", "text", "Years" + _TALLY),
+                _c("types", "text", "Document types" + _TALLY),
+                _c("categories", "text", "Categories" + _TALLY),
+                _c("levels", "text", "Levels" + _TALLY),
+                _c("terms", "text", "Shared terms (term (members using it); ...)."),
+                _c("min_pair_similarity", "real", "The lowest cosine similarity between two members."),
+                _c("vectors", "text", "The sentence vectors used: wordllama or tfidf."),
+                _c("representatives", "text", "The ids of the members shown first (most central), '; '-joined."),
+            ),
+            ("theme_id",),
+            search=("label", "description"),
+        ),
+        Table(
+            "theme_members",
+            "One row per (theme, member insight), with the member's document, statement and first passage.",
+            (
+                _c("theme_id", "text", _THEME, nullable=False),
+                _c("insight_id", "text", _INSIGHT, nullable=False),
+                _c("document_id", "text", _DOC, nullable=False),
+                _c("representative", "integer", "1 if the member is a representative, else 0.", nullable=False),
+                _c("statement", "text", "The member's statement."),
+                _c("category", "text", "The member's category (barriers and enablers)."),
+                _c("level", "text", "The member's level (barriers and enablers)."),
+                _c("country", "text", "The document's first country tag."),
+                _c("year", "integer", "The document's year tag."),
+                _c("type", "text", "The document's type tag."),
+                _c("title", "text", "The document's title."),
+                _c("quote", "text", "The member's first evidence quote."),
+                _c("start", "integer", "Offset of the first quote's passage in the document text."),
+                _c("end", "integer", "End offset (exclusive) of the first quote's passage."),
+            ),
+            ("theme_id", "insight_id"),
+            (
+                ("theme_id", "themes", "theme_id"),
+                ("insight_id", "insights", "insight_id"),
+                ("document_id", "documents", "document_id"),
+            ),
+        ),
+        Table(
+            "champions",
+            "One row per champion entity: a person, organisation or team resolved across documents.",
+            (
+                _c("entity_id", "text", "Stable id of the entity: a digest of its mentions' ids.", nullable=False),
+                _c("name", "text", "The name shown (the most mentioned), or a pseudonym.", nullable=False),
+                _c("acronym", "text", "The acronym its mentions declare, if any."),
+                _c("champion_type", "text", "person, organization or team.", nullable=False),
+                _c("n_mentions", "integer", "Its champion insights (rows of champion_mentions).", nullable=False),
+                _c("n_documents", "integer", "Distinct documents that name it.", nullable=False),
+                _c("n_countries", "integer", "Distinct countries of those documents.", nullable=False),
+                _c("countries", "text", "Countries (value (count); ...), counted over the mentions."),
+                _c("sectors", "text", "Sectors (value (count); ...), counted over the mentions."),
+                _c("affiliations", "text", "Affiliations (value (count); ...), counted over the mentions."),
+                _c("aliases", "text", "Every way it is written, '; '-joined (rows of champion_aliases)."),
+                _c("documents", "text", "The ids of the documents that name it, '; '-joined."),
+                _c("merges", "text", "The merges that joined its aliases: 'merge_id rule; ...'."),
+                _c("pseudonymised", "integer", "1 if a person's names became a pseudonym, else 0.", nullable=False),
+            ),
+            ("entity_id",),
+            search=("name", "aliases"),
+        ),
+        Table(
+            "champion_aliases",
+            "One row per way a champion entity is written, with its mentions and documents.",
+            (
+                _c("entity_id", "text", _ENTITY, nullable=False),
+                _c("alias", "text", "The name as written (or a numbered pseudonym).", nullable=False),
+                _c("mentions", "integer", "Champion insights that write it so.", nullable=False),
+                _c("documents", "text", "The ids of the documents that write it so, '; '-joined."),
+            ),
+            ("entity_id", "alias"),
+            (("entity_id", "champions", "entity_id"),),
+        ),
+        Table(
+            "champion_mentions",
+            "One row per champion insight resolved into an entity: the link from champions to insights.",
+            (
+                _c("entity_id", "text", _ENTITY, nullable=False),
+                _c("insight_id", "text", _INSIGHT, nullable=False),
+                _c("document_id", "text", _DOC, nullable=False),
+                _c("country", "text", "The document's first country tag."),
+                _c("name", "text", "The name as this mention writes it (or the pseudonym)."),
+                _c("contribution", "text", "What the champion did, as this mention says."),
+                _c("statement", "text", "The champion insight's statement."),
+                _c("quote", "text", "The mention's first evidence quote."),
+                _c("start", "integer", "Offset of the first quote's passage in the document text."),
+                _c("end", "integer", "End offset (exclusive) of the first quote's passage."),
+                _c("redacted", "integer", "1 if person names were replaced in its texts, else 0.", nullable=False),
+            ),
+            ("entity_id", "insight_id"),
+            (
+                ("entity_id", "champions", "entity_id"),
+                ("insight_id", "insights", "insight_id"),
+                ("document_id", "documents", "document_id"),
+            ),
+        ),
+    )
+}
+TABLES.update(THEME_TABLES)
 
-def readme_rows() -> list[dict[str, Any]]:
-    """The ``readme`` table: one row per table (empty ``column_name``) and per column."""
+
+def readme_rows(names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """The ``readme`` table: one row per table (empty ``column_name``) and per column; of the tables
+    ``names`` only, when given."""
     rows = []
-    for table in TABLES.values():
+    for table in TABLES.values() if names is None else [TABLES[n] for n in names]:
         keys = f" Primary key: {', '.join(table.primary_key)}."
         rows.append({"table_name": table.name, "column_name": "", "type": "table",
                      "description": table.description + keys})  # fmt: skip

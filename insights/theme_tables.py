@@ -7,18 +7,38 @@ Export tables (one dict per row; lists joined with ``"; "``, tallies written ``v
                       category, level, country, year, type and first evidence passage
 ``champions``         one row per :class:`~insights.champions.ChampionEntity`
 ``champion_aliases``  one row per (entity, alias): how it is written and in which documents
+``champion_mentions`` one row per (entity, champion insight): the mention's document, name as written,
+                      contribution and first evidence passage
 
 :func:`report_data` gives a themes page what it needs: the values to filter by (country, year, type)
 and each theme with every member's evidence passages to highlight in its document.
+
+Reading them back (``insights export``, ``insights report``)
+-------------------------------------------------------------
+:func:`load_themes` reads the file ``insights themes`` wrote (``THEMES.jsonl``, by default
+``OUT.themes.jsonl`` beside the output) and its ``THEMES.champions.jsonl`` through the models
+:class:`~insights.themes.Theme` and :class:`~insights.champions.ChampionEntity`. A theme or entity that
+names an insight not in the output being exported or reported (the file was made from another run) is
+left out whole, and counted in :attr:`ThemeFiles.notes`, so every member of what is kept exists.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from .champions import ChampionEntity
+from .errors import OutputError
+from .output import sidecar
 from .themes import Count, Theme, as_dict, record_id
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 def _tally(counts: list[Count]) -> str:
@@ -120,9 +140,10 @@ def report_data(found: Iterable[Theme], records: Iterable[Any]) -> dict[str, Any
 
 
 def champion_tables(entities: Iterable[ChampionEntity]) -> dict[str, list[dict[str, Any]]]:
-    """Rows of the export tables ``champions`` and ``champion_aliases`` (plain dicts)."""
+    """Rows of the export tables ``champions``, ``champion_aliases`` and ``champion_mentions`` (plain dicts)."""
     rows: list[dict[str, Any]] = []
     alias_rows: list[dict[str, Any]] = []
+    mention_rows: list[dict[str, Any]] = []
     for e in entities:
         rows.append(
             {
@@ -151,4 +172,91 @@ def champion_tables(entities: Iterable[ChampionEntity]) -> dict[str, list[dict[s
                     "documents": "; ".join(a.documents),
                 }
             )
-    return {"champions": rows, "champion_aliases": alias_rows}
+        for c in e.contributions:
+            mention_rows.append(
+                {
+                    "entity_id": e.entity_id,
+                    "insight_id": c.insight_id,
+                    "document_id": c.document_id,
+                    "country": c.country,
+                    "name": c.name,
+                    "contribution": c.contribution,
+                    "statement": c.statement,
+                    "quote": c.quote,
+                    "start": c.start,
+                    "end": c.end,
+                    "redacted": c.redacted,
+                }  # fmt: skip
+            )
+    return {"champions": rows, "champion_aliases": alias_rows, "champion_mentions": mention_rows}
+
+
+# ---------------------------------------------------------------------------------------------- reading
+@dataclass
+class ThemeFiles:
+    """Themes and champion entities read back for an output (see :func:`load_themes`)."""
+
+    path: Path
+    themes: list[Theme] = field(default_factory=list)
+    champions: list[ChampionEntity] = field(default_factory=list)
+    champions_path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _read_models(path: Path, model: type[_Model]) -> list[_Model]:
+    out: list[_Model] = []
+    try:
+        with open(path, encoding="utf-8") as fp:
+            for number, text in enumerate(fp, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    out.append(model.model_validate(json.loads(text)))
+                except (ValueError, ValidationError) as exc:
+                    what = "theme" if model is Theme else "champion entity"
+                    raise OutputError(f"{path}: line {number} is not a {what} line ({exc})".split("\n")[0]) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OutputError(f"{path}: cannot read: {exc}") from exc
+    return out
+
+
+def load_themes(
+    out: str | os.PathLike[str], themes: str | os.PathLike[str] | bool, known: Iterable[str]
+) -> ThemeFiles | None:
+    """The themes and champion entities to show beside output ``out``, or ``None``.
+
+    Args:
+        out: the run's ``OUT.jsonl``.
+        themes: ``True``: ``OUT.themes.jsonl`` (the default file of ``insights themes OUT.jsonl``) when it
+            exists; a path: that file (it must exist); ``False``: none.
+        known: the ``insight_id`` of every insight of the output; themes and entities naming another are
+            left out and counted in the notes.
+
+    Raises:
+        OutputError: a file given does not exist, or holds a line that is not a theme (entity).
+    """
+    if themes is False:
+        return None
+    path = sidecar(Path(out), "themes") if themes is True else Path(themes)
+    if not path.is_file():
+        if themes is True:
+            return None
+        raise OutputError(f"{path}: no such themes file (insights themes {out} writes {sidecar(Path(out), 'themes')})")
+    files = ThemeFiles(path, _read_models(path, Theme))
+    champions_path = sidecar(path, "champions")
+    if champions_path.is_file():
+        files.champions_path, files.champions = champions_path, _read_models(champions_path, ChampionEntity)
+    ids = set(known)
+    kept_themes = [t for t in files.themes if ids.issuperset(t.insight_ids)]
+    kept_entities = [e for e in files.champions if ids.issuperset(e.insight_ids)]
+    for what, before, after, where in (
+        ("themes", files.themes, kept_themes, path),
+        ("champion entities", files.champions, kept_entities, champions_path),
+    ):
+        if len(after) < len(before):
+            files.notes.append(
+                f"{len(before) - len(after)} of {len(before)} {what} in {where} name insights that are not in {out} "
+                f"(made from another run?) and were left out; run insights themes {out} again"
+            )
+    files.themes, files.champions = kept_themes, kept_entities
+    return files

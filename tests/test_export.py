@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -31,10 +32,12 @@ from insights.errors import ConfigError, DocumentError, OutputError
 from insights.export import Tables, build_tables, export, to_dataframe, write_sqlite
 from insights.grounding import normalize
 from insights.output import read_jsonl
-from insights.tables import TABLES
+from insights.tables import TABLES, THEME_TABLES
 from insights.testing.server import ReferenceServer
 
 KEY = "sk-test-FAKEKEY0123456789abcdef"
+#: The tables of a run without a themes file (the theme tables are tested in test_report_themes.py).
+CORE = {name: table for name, table in TABLES.items() if name not in THEME_TABLES}
 TEST_DOCUMENTS = REPO / "tests" / "data" / "documents"
 
 
@@ -163,7 +166,7 @@ def test_sqlite_has_keys_full_text_search_and_a_readme(run: SimpleNamespace, db:
     try:
         assert con.execute("PRAGMA foreign_key_check").fetchall() == []
         assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        for name, table in TABLES.items():
+        for name, table in CORE.items():
             info = con.execute(f'PRAGMA table_info("{name}")').fetchall()
             assert [c[1] for c in info] == table.names
             assert [c[1] for c in sorted(info, key=lambda c: c[5]) if c[5]] == list(table.primary_key)
@@ -176,9 +179,7 @@ def test_sqlite_has_keys_full_text_search_and_a_readme(run: SimpleNamespace, db:
         quotes = con.execute("SELECT quote FROM evidence_fts WHERE evidence_fts MATCH 'buzzwords'").fetchall()
         assert quotes and all("buzzwords" in q[0] for q in quotes)
         readme = {(t, c) for t, c in con.execute("SELECT table_name, column_name FROM readme")}
-        assert readme == {(t.name, "") for t in TABLES.values()} | {
-            (t.name, c) for t in TABLES.values() for c in t.names
-        }
+        assert readme == {(t.name, "") for t in CORE.values()} | {(t.name, c) for t in CORE.values() for c in t.names}
         joined = con.execute(
             "SELECT count(*) FROM evidence e JOIN insights i USING (insight_id) JOIN documents d "
             "ON d.document_id = i.document_id AND d.document_id = e.document_id"
@@ -191,8 +192,8 @@ def test_sqlite_has_keys_full_text_search_and_a_readme(run: SimpleNamespace, db:
 def test_csv_has_one_file_per_table_with_the_same_rows(run: SimpleNamespace, tmp_path: Path) -> None:
     result = export(run.out, "csv", tmp_path / "tables")
     assert result.rows == run.tables.counts()
-    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == sorted(f"{t}.csv" for t in TABLES)
-    for name, table in TABLES.items():
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == sorted(f"{t}.csv" for t in CORE)
+    for name, table in CORE.items():
         with open(tmp_path / "tables" / f"{name}.csv", encoding="utf-8", newline="") as fp:
             rows = list(csv.DictReader(fp))
         expected = [{c: "" if r[c] is None else str(r[c]) for c in table.names} for r in run.tables.rows[name]]
@@ -202,7 +203,8 @@ def test_csv_has_one_file_per_table_with_the_same_rows(run: SimpleNamespace, tmp
 def test_parquet_round_trips_with_types_and_descriptions(run: SimpleNamespace, tmp_path: Path) -> None:
     pq = pytest.importorskip("pyarrow.parquet", reason="the parquet extra (pyarrow) is not installed")
     export(run.out, "parquet", tmp_path / "pq")
-    for name, table in TABLES.items():
+    assert sorted(p.name for p in (tmp_path / "pq").iterdir()) == sorted(f"{t}.parquet" for t in CORE)
+    for name, table in CORE.items():
         read = pq.read_table(tmp_path / "pq" / f"{name}.parquet")
         assert read.to_pylist() == run.tables.rows[name], name
         field = read.schema.field(table.columns[0].name)
@@ -374,3 +376,117 @@ def test_export_help_names_the_formats_and_the_tables(capsys: pytest.CaptureFixt
     text = " ".join(capsys.readouterr().out.split())
     assert done.value.code == 0 and "usage: insights export" in text and "--to {csv,parquet,sqlite}" in text
     assert all(name in text for name in TABLES) and "Datasette" in text
+
+
+# ------------------------------------------------------------------------------ themes and champions
+@pytest.fixture(scope="module")
+def themed(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    from test_report_themes import make_themes_run
+
+    made = make_themes_run(tmp_path_factory.mktemp("export-themes"))
+    made.tables = build_tables(made.out)  # OUT.themes.jsonl beside it is read by default
+    return made
+
+
+def test_theme_tables_hold_every_theme_member_entity_alias_and_mention(themed: SimpleNamespace) -> None:
+    rows = themed.tables.rows
+    assert themed.tables.notes == [] and themed.tables.themes == themed.themes_path
+    assert set(rows) == set(TABLES)
+    assert [r["theme_id"] for r in rows["themes"]] == [t.theme_id for t in themed.themes]
+    members = Counter(r["theme_id"] for r in rows["theme_members"])
+    for t, row in zip(themed.themes, rows["themes"], strict=True):
+        assert members[t.theme_id] == t.n_members == row["n_members"]
+    assert {(r["theme_id"], r["insight_id"]) for r in rows["theme_members"]} == {
+        (t.theme_id, i) for t in themed.themes for i in t.insight_ids
+    }
+    lines = {line["insight_id"]: line for line in themed.lines}
+    for r in rows["theme_members"]:
+        line = lines[r["insight_id"]]  # every member is an insight of the output
+        assert (r["document_id"], r["statement"], r["quote"], r["start"], r["end"]) == (
+            line["document_id"], line["statement"], *(line["evidence"][0][k] for k in ("quote", "start", "end")),
+        )  # fmt: skip
+        assert themed.texts[r["document_id"]][r["start"] : r["end"]] == r["quote"]
+        assert type(r["representative"]) is int and r["representative"] in (0, 1)
+    assert sum(r["representative"] for r in rows["theme_members"]) == sum(len(t.representatives) for t in themed.themes)
+    assert [r["entity_id"] for r in rows["champions"]] == [e.entity_id for e in themed.entities]
+    assert len(rows["champion_aliases"]) == sum(len(e.aliases) for e in themed.entities)
+    mentions = Counter(r["entity_id"] for r in rows["champion_mentions"])
+    assert all(mentions[e.entity_id] == e.n_mentions == len(e.insight_ids) for e in themed.entities)
+    assert all(lines[r["insight_id"]]["kind"] == "champion" for r in rows["champion_mentions"])
+
+
+def test_theme_tables_in_sqlite_have_keys_that_hold_and_full_text_search(
+    themed: SimpleNamespace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "themes.db"
+    assert cli.main(["export", str(themed.out), "--to", "sqlite", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert f"themes: {themed.themes_path}" in err and f"themes {len(themed.themes)}, theme_members" in err
+    con = sqlite3.connect(path)
+    try:
+        assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+        for name, table in TABLES.items():
+            info = con.execute(f'PRAGMA table_info("{name}")').fetchall()
+            assert [c[1] for c in info] == table.names
+            assert [c[1] for c in sorted(info, key=lambda c: c[5]) if c[5]] == list(table.primary_key)
+            fks = {(f[3], f[2], f[4]) for f in con.execute(f'PRAGMA foreign_key_list("{name}")')}
+            assert fks == set(table.foreign_keys)
+            assert con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0] == len(themed.tables.rows[name])
+        orphans = con.execute(
+            "SELECT count(*) FROM theme_members m LEFT JOIN insights i USING (insight_id) WHERE i.insight_id IS NULL"
+        ).fetchone()[0]
+        assert orphans == 0
+        joined = con.execute(
+            "SELECT count(*) FROM theme_members m JOIN themes t USING (theme_id) JOIN insights i USING (insight_id) "
+            "WHERE i.kind = t.kind AND i.document_id = m.document_id"
+        ).fetchone()[0]
+        assert joined == sum(t.n_members for t in themed.themes)
+        label = themed.themes[0].label.split(",")[0]
+        hits = con.execute("SELECT label FROM themes_fts WHERE themes_fts MATCH ?", (f'"{label}"',)).fetchall()
+        assert hits and all(label.lower() in (h[0] or "").lower() for h in hits)
+        named = con.execute("SELECT count(*) FROM champions_fts WHERE champions_fts MATCH 'NIC'").fetchone()[0]
+        assert named >= 1
+        readme = {(t, c) for t, c in con.execute("SELECT table_name, column_name FROM readme")}
+        assert readme == {(t.name, c) for t in TABLES.values() for c in ["", *t.names]}
+    finally:
+        con.close()
+
+
+def test_theme_tables_in_csv_and_parquet(themed: SimpleNamespace, tmp_path: Path) -> None:
+    result = export(themed.out, "csv", tmp_path / "csv")
+    assert result.rows == themed.tables.counts() and result.themes == themed.themes_path
+    assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == sorted(f"{t}.csv" for t in TABLES)
+    for name in THEME_TABLES:
+        with open(tmp_path / "csv" / f"{name}.csv", encoding="utf-8", newline="") as fp:
+            rows = list(csv.DictReader(fp))
+        columns = TABLES[name].names
+        expected = [{c: "" if r[c] is None else str(r[c]) for c in columns} for r in themed.tables.rows[name]]
+        assert rows == expected and rows, name
+    pq = pytest.importorskip("pyarrow.parquet", reason="the parquet extra (pyarrow) is not installed")
+    export(themed.out, "parquet", tmp_path / "pq")
+    for name in THEME_TABLES:
+        assert pq.read_table(tmp_path / "pq" / f"{name}.parquet").to_pylist() == themed.tables.rows[name], name
+
+
+def test_theme_tables_from_another_file_none_or_a_stale_one(themed: SimpleNamespace, tmp_path: Path) -> None:
+    assert set(build_tables(themed.out, themes=False).rows) == set(CORE)
+    other = tmp_path / "other.jsonl"  # no other.champions.jsonl: no champion tables
+    first = themed.themes[0].model_dump(mode="json")
+    stale = dict(first, theme_id="thm_stale", insight_ids=["ins_not_in_the_output"])
+    other.write_text(
+        "".join(json.dumps(x) + "\n" for x in [stale, *(t.model_dump(mode="json") for t in themed.themes)])
+    )
+    tables = build_tables(themed.out, themes=other)
+    assert set(tables.rows) == set(CORE) | {"themes", "theme_members"}
+    assert [r["theme_id"] for r in tables.rows["themes"]] == [t.theme_id for t in themed.themes]
+    assert len(tables.notes) == 1
+    assert f"1 of {len(themed.themes) + 1} themes in {other} name insights" in tables.notes[0]
+    export(themed.out, "sqlite", tmp_path / "x.db", themes=other)
+    assert sqlite3.connect(tmp_path / "x.db").execute("PRAGMA foreign_key_check").fetchall() == []
+    with pytest.raises(OutputError, match="no such themes file"):
+        build_tables(themed.out, themes=tmp_path / "none.jsonl")
+    pytest.importorskip("pandas", reason="the pandas extra is not installed")
+    frame = to_dataframe(themed.out, "theme_members")
+    assert len(frame) == sum(t.n_members for t in themed.themes) and str(frame["year"].dtype) == "Int64"
+    with pytest.raises(ConfigError, match="table 'themes' needs a themes file"):
+        to_dataframe(themed.out, "themes", themes=False)

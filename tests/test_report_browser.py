@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -325,3 +326,163 @@ def test_no_console_error_no_request_and_no_stray_value(driver: Any, run: Simple
         ".map(e => e.getAttribute('src') ?? e.getAttribute('href'))"
     )
     assert [u for u in urls if not u.startswith(("#", "data:"))] == []
+
+
+# ------------------------------------------------------------------------------ themes and champions
+@pytest.fixture(scope="module")
+def themed(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """The annotated run of test_report_themes.py with its themes file, reported."""
+    from test_report_themes import make_themes_run
+
+    folder = tmp_path_factory.mktemp("browser-themes")
+    made = make_themes_run(folder)
+    made.html = folder / "report.html"
+    write_report(made.out, made.html, made.paths)  # OUT.themes.jsonl beside the output is read by default
+    made.url = made.html.resolve().as_uri()
+    made.by_id = {line["insight_id"]: line for line in made.lines}
+    return made
+
+
+def doc_value(line: dict[str, Any], key: str) -> str:
+    """A member's value for the country, year or type filter (the report's rule)."""
+    value = line[key]
+    return NONE if value in (None, "") else str(value)
+
+
+def shown_items(driver: Any, selector: str, key: str) -> dict[str, dict[str, int]]:
+    """The listed items' data-* counts, by their data-KEY id."""
+    return driver.execute_script(
+        "const key = arguments[1];"
+        "const counts = (li) => Object.entries(li.dataset).filter(([k]) => k !== key).map(([k, v]) => [k, +v]);"
+        "return Object.fromEntries([...document.querySelectorAll(arguments[0])]"
+        "  .map(li => [li.dataset[key], Object.fromEntries(counts(li))]));",
+        selector,
+        key,
+    )
+
+
+def test_the_themes_page_lists_every_theme_and_filters_by_country(driver: Any, themed: SimpleNamespace) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    visit(driver, themed, "themes")
+    total = len(themed.themes)
+    assert int(driver.find_element(By.ID, "theme-count").text) == total > 2
+    shown = shown_items(driver, "#theme-list li.theme", "theme")
+    assert len(shown) == min(total, 50)
+    for t in themed.themes:
+        if t.theme_id in shown:
+            assert shown[t.theme_id] == {"members": t.n_members, "documents": t.n_documents, "countries": t.n_countries}
+
+    having = Counter(v for t in themed.themes for v in {doc_value(themed.by_id[i], "country") for i in t.insight_ids})
+    country = max((c for c, n in having.items() if 1 < n < total), key=lambda c: (having[c], c))
+    want = {}
+    for t in themed.themes:
+        members = [themed.by_id[i] for i in t.insight_ids if doc_value(themed.by_id[i], "country") == country]
+        if members:
+            want[t.theme_id] = {"members": len(members), "documents": len({m["document_id"] for m in members}),
+                                "countries": 1}  # fmt: skip
+    Select(driver.find_element(By.CSS_SELECTOR, "#theme-filters select[name=country]")).select_by_value(country)
+    wait_for(driver, lambda d: d.find_element(By.ID, "theme-count").text == str(len(want)))
+    assert driver.execute_script("return document.body.dataset.route") == "#themes?country=" + quote(country)
+    assert shown_items(driver, "#theme-list li.theme", "theme") == want
+    assert 0 < len(want) < total
+
+    Select(driver.find_element(By.CSS_SELECTOR, "#theme-filters select[name=kind]")).select_by_value("enabler")
+    enablers = {t.theme_id for t in themed.themes if t.kind == "enabler"} & set(want)
+    wait_for(driver, lambda d: d.find_element(By.ID, "theme-count").text == str(len(enablers)))
+    assert set(shown_items(driver, "#theme-list li.theme", "theme")) == enablers
+    driver.find_element(By.CSS_SELECTOR, "#theme-filters button[type=reset]").click()
+    wait_for(driver, lambda d: d.find_element(By.ID, "theme-count").text == str(total))
+
+
+MARKED = """
+const out = {};
+for (const mark of document.querySelectorAll('#doc-text mark')) {
+  for (const key of mark.dataset.ev.split(' ')) {
+    if (key.startsWith(arguments[0] + ':')) out[key] = (out[key] || '') + mark.textContent;
+  }
+}
+return [out, [...document.querySelectorAll('#doc-text mark.selected')].map(m => m.textContent).join('')];
+"""
+
+
+def test_a_theme_member_opens_its_document_with_the_span_highlighted(driver: Any, themed: SimpleNamespace) -> None:
+    from selenium.webdriver.common.by import By
+
+    theme = max(themed.themes, key=lambda t: (t.n_members, t.theme_id))
+    visit(driver, themed, "theme/" + theme.theme_id)
+    assert driver.find_element(By.ID, "theme-title").get_attribute("data-theme") == theme.theme_id
+    assert int(driver.find_element(By.ID, "member-count").text) == theme.n_members
+    items = driver.find_elements(By.CSS_SELECTOR, "#member-list li.member")
+    reps = [r.insight_id for r in theme.representatives]
+    order = reps + [i for i in theme.insight_ids if i not in reps]
+    assert [li.get_attribute("data-insight") for li in items] == order
+    for li in items:  # each member's first passage, as located in its document
+        line = themed.by_id[li.get_attribute("data-insight")]
+        first = line["evidence"][0]
+        shown = li.find_element(By.CSS_SELECTOR, "blockquote.quote").get_attribute("textContent")
+        assert shown == themed.texts[line["document_id"]][first["start"] : first["end"]] == first["quote"]
+
+    member = themed.by_id[order[-1]]
+    items[-1].find_element(By.CSS_SELECTOR, "a.statement").click()
+    route = f"#insight/{member['insight_id']}"
+    wait_for(driver, lambda d: d.execute_script("return document.body.dataset.route") == route)
+    assert driver.find_element(By.ID, "doc-title").get_attribute("data-doc") == member["document_id"]
+    marked, selected = driver.execute_script(MARKED, member["insight_id"])
+    text = themed.texts[member["document_id"]]
+    assert marked == {f"{member['insight_id']}:{j}": e["quote"] for j, e in enumerate(member["evidence"])}
+    assert all(text[e["start"] : e["end"]] == e["quote"] and e["quote"] in selected for e in member["evidence"])
+
+
+def test_a_filtered_theme_shows_its_matching_members(driver: Any, themed: SimpleNamespace) -> None:
+    from selenium.webdriver.common.by import By
+
+    theme = next(t for t in themed.themes if t.n_countries > 1)
+    country = theme.countries[-1].value
+    visit(driver, themed, f"theme/{theme.theme_id}?country=" + quote(country))
+    members = [i for i in theme.insight_ids if themed.by_id[i]["country"] == country]
+    assert int(driver.find_element(By.ID, "member-count").text) == len(members) < theme.n_members
+    shown = [li.get_attribute("data-insight") for li in driver.find_elements(By.CSS_SELECTOR, "#member-list li")]
+    assert sorted(shown) == sorted(members)
+    driver.find_element(By.LINK_TEXT, "Show all members").click()
+    wait_for(driver, lambda d: d.find_element(By.ID, "member-count").text == str(theme.n_members))
+
+
+def test_the_champions_page_lists_every_entity_and_filters_by_country(driver: Any, themed: SimpleNamespace) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    visit(driver, themed, "champions")
+    total = len(themed.entities)
+    assert int(driver.find_element(By.ID, "champion-count").text) == total
+    shown = shown_items(driver, "#champion-list li.champion", "entity")
+    assert len(shown) == min(total, 50)
+    for e in themed.entities:
+        if e.entity_id in shown:
+            assert shown[e.entity_id] == {"mentions": e.n_mentions, "documents": e.n_documents}
+    merged = next(e for e in themed.entities if len(e.aliases) > 1)
+    item = driver.find_element(By.CSS_SELECTOR, f'#champion-list li[data-entity="{merged.entity_id}"]')
+    assert all(a.alias in item.find_element(By.CSS_SELECTOR, ".aliases").text for a in merged.aliases)
+    assert merged.merges[0].reason in item.find_element(By.CSS_SELECTOR, ".merges").text
+    links = item.find_elements(By.CSS_SELECTOR, "details li a")
+    assert sorted(a.get_attribute("href").split("#insight/")[1] for a in links) == merged.insight_ids
+
+    country = merged.countries[0].value
+    want = sum(any(themed.by_id[i]["country"] == country for i in e.insight_ids) for e in themed.entities)
+    Select(driver.find_element(By.CSS_SELECTOR, "#champion-filters select[name=country]")).select_by_value(country)
+    wait_for(driver, lambda d: d.find_element(By.ID, "champion-count").text == str(want))
+    assert 0 < want < total
+
+
+def test_theme_pages_log_no_error_load_nothing_and_show_no_stray_value(driver: Any, themed: SimpleNamespace) -> None:
+    driver.get("about:blank")
+    driver.get_log("browser")  # drop what earlier pages logged
+    theme = themed.themes[0]
+    for fragment in ("themes", "themes?year=2023&page=1", f"theme/{theme.theme_id}", "theme/thm_nothing",
+                     "champions", "champions?type=blog"):  # fmt: skip
+        visit(driver, themed, fragment)
+        assert not re.search(r"\b(null|undefined|NaN|\[object Object\])", driver.find_element("tag name", "main").text)
+    errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+    assert errors == []
+    assert driver.execute_script("return performance.getEntriesByType('resource').length") == 0

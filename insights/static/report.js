@@ -361,6 +361,11 @@
     pager($("#rejected-pager"), docs.length, page, (p) => hashFor("rejected", "", { page: p }));
   }
 
+  // Pages drawn by another static file (report_themes.js, inlined before this one) register here.
+  const API = { PAGES, READY, PAGE_SIZE, NONE, $, h, label, badge, hashFor, go, showPage, pager, docText,
+    docHref, insightHref, get index() { return INDEX; } };
+  for (const register of window.INSIGHTS_PAGES || []) register(API);
+
   window.addEventListener("hashchange", route);
   route().catch((error) => {
     document.body.dataset.route = "error";
