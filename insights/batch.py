@@ -18,6 +18,7 @@ network request (cache hits are free and not limited).
 
 from __future__ import annotations
 
+import copy
 import math
 import queue
 import threading
@@ -28,8 +29,8 @@ from dataclasses import dataclass
 from .client import ModelClient
 from .config import Settings, resolve_settings
 from .documents import Document
-from .errors import ConnectionFailed, EndpointUnreachable
-from .extract import extract
+from .errors import ConnectionFailed, EndpointUnreachable, InsightsError, ModelError
+from .extract import PendingDocument
 from .schema import DocumentInsights
 
 DEFAULT_CONCURRENCY = 8
@@ -141,15 +142,19 @@ def extract_many(
             raise
     if limiter is not None:
         client.before_request = limiter.acquire
-    tasks: queue.SimpleQueue[Document | None] = queue.SimpleQueue()
-    results: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+    tasks: queue.SimpleQueue[tuple[_Job, int] | None] = queue.SimpleQueue()
+    results: queue.SimpleQueue[tuple[_Job, BaseException | None]] = queue.SimpleQueue()
 
     def work() -> None:
-        while (document := tasks.get()) is not None:
-            try:
-                results.put(Outcome(document, result=extract(document, client=client)))
-            except Exception as exc:  # every failure becomes that document's outcome
-                results.put(Outcome(document, error=exc))
+        while (task := tasks.get()) is not None:
+            job, index = task
+            error: BaseException | None = None
+            if job.error is None:  # a chunk of a document that already failed is not asked
+                try:
+                    job.pending.ground(client, index)
+                except Exception as exc:  # every failure becomes its document's outcome
+                    error = exc
+            results.put((job, error))
 
     # Daemon threads: an interrupted run exits at once instead of waiting for the requests in flight
     # (their documents have no result yet; only this thread writes, and a resumed run redoes them).
@@ -158,23 +163,54 @@ def extract_many(
         worker.start()
     source = iter(documents)
     fatal: BaseException | None = None
-    in_flight = 0
+    in_flight = 0  # chunk calls handed to the workers and not yet back
     unreachable = 0  # documents in a row that could not reach the endpoint
+    current: _Job | None = None  # the document whose chunks are being handed out
+    open_jobs: dict[int, _Job] = {}  # documents started and not yet yielded
 
     def refill() -> None:
-        nonlocal in_flight
+        nonlocal in_flight, current
         while fatal is None and in_flight < concurrency:
-            document = next(source, None)
-            if document is None:
-                return
-            tasks.put(document)
+            if current is None or current.error is not None or current.sent == len(current.pending.chunks):
+                document = next(source, None)
+                if document is None:
+                    return
+                current = _Job(PendingDocument(document, client.settings))
+                open_jobs[id(current)] = current
+            tasks.put((current, current.sent))
+            current.sent += 1
             in_flight += 1
+
+    def finish(job: _Job) -> Outcome:
+        del open_jobs[id(job)]
+        if job.error is None and job.sent < len(job.pending.chunks):  # the run stopped before its last chunk
+            job.error = _stopped(fatal)
+            if isinstance(job.error, InsightsError):  # its finished chunks stay cached: they did not fail
+                job.error.usage = job.pending.usage()
+            return Outcome(job.pending.document, error=job.error)
+        if job.error is not None:
+            job.pending.fail(client, job.error)
+            return Outcome(job.pending.document, error=job.error)
+        try:
+            return Outcome(job.pending.document, result=job.pending.assemble(client))
+        except Exception as exc:  # assembly failed (a record that does not validate)
+            job.pending.fail(client, exc)
+            return Outcome(job.pending.document, error=exc)
 
     try:
         refill()
         while in_flight:
-            outcome = _next(results)
+            job, error = _next(results)
             in_flight -= 1
+            job.back += 1
+            if error is not None and job.error is None:
+                job.error = error
+            cut_short = job.error is not None or fatal is not None
+            settled = job.back == job.sent and (cut_short or job.sent == len(job.pending.chunks))
+            if not settled:
+                refill()
+                continue
+            outcome = finish(job)
             unreachable = unreachable + 1 if isinstance(outcome.error, ConnectionFailed) else 0
             if getattr(outcome.error, "fatal", False) and fatal is None:
                 fatal = outcome.error
@@ -186,6 +222,9 @@ def extract_many(
                     attempts=getattr(outcome.error, "attempts", 1),
                 )
             yield outcome
+            if fatal is not None:  # documents cut short with nothing left in flight end now
+                for idle in [j for j in open_jobs.values() if j.back == j.sent]:
+                    yield finish(idle)
             refill()
     finally:
         for _ in workers:
@@ -194,6 +233,31 @@ def extract_many(
             client.close()
     if fatal is not None:
         raise fatal
+
+
+@dataclass(eq=False)
+class _Job:
+    """A document in the window: how many of its chunks were handed out and how many came back.
+    Only the main thread writes it; a worker reads ``error`` to skip the chunks of a failed document."""
+
+    pending: PendingDocument
+    sent: int = 0
+    back: int = 0
+    error: BaseException | None = None
+
+
+def _stopped(fatal: BaseException | None) -> BaseException:
+    """The error of a document the run stopped before its last chunk: a copy of the fatal error (its
+    usage will be the document's own)."""
+    assert fatal is not None
+    try:
+        return copy.copy(fatal)
+    except Exception:  # noqa: BLE001 - an error that cannot be copied: a plain fatal error saying why
+        return _Stopped(f"the run stopped before this document's last chunk: {fatal}")
+
+
+class _Stopped(ModelError):
+    fatal = True
 
 
 def _next(results: queue.SimpleQueue[Outcome]) -> Outcome:
