@@ -1,13 +1,20 @@
-"""Many documents at once: a sliding window of concurrent extractions, optional rate limits.
+"""Many documents at once: a sliding window of concurrent chunk calls, optional rate limits.
 
-:func:`extract_many` keeps up to ``concurrency`` documents in flight and starts the next one the moment
-any finishes — there are no batch barriers, so one slow request never holds back the rest. Each outcome
-is yielded as its document finishes (in completion order). A document that fails yields an outcome
-with its error and the run goes on, except for errors marked ``fatal`` (a wrong key, a 403, an
-exhausted quota, a model the endpoint does not serve): then nothing new starts, the documents still in
-flight are finished and yielded, and the fatal error is raised — every further request would fail the
-same way. The same happens when ``Settings.connection_failures`` documents in a row could not reach the
-endpoint (:class:`~insights.errors.ConnectionFailed`): the run stops with
+:func:`extract_many` keeps up to ``concurrency`` model calls in flight and starts the next one the moment
+any finishes — there are no batch barriers, so one slow request never holds back the rest. The unit of
+work in the window is a chunk, not a document: the chunks of a long document are handed out one after
+another like any other call and run side by side (up to the whole window), with the next documents
+filling the slots they leave. A document's result is assembled when its last chunk returns, its chunks
+merged in chunk order (:class:`~insights.extract.PendingDocument`), so it is the result a sequential run
+gives. Each outcome is yielded as its document finishes (in completion order). A document whose chunk
+fails yields an outcome with that error once its chunks still in flight are back (its chunks not yet
+asked are never asked, and what its calls stored in the cache is discarded), and the run goes on, except
+for errors marked ``fatal`` (a wrong key, a 403, an exhausted quota, a model the endpoint does not serve):
+then nothing new starts, the calls still in flight are finished and their documents yielded — a document
+cut short before its last chunk fails with a copy of the fatal error carrying its own spend (its finished
+chunks stay cached) — and the fatal error is raised: every further request would fail the same way. The
+same happens when ``Settings.connection_failures`` documents in a row could not reach the endpoint
+(:class:`~insights.errors.ConnectionFailed`): the run stops with
 :class:`~insights.errors.EndpointUnreachable`, naming the endpoint, instead of failing every document.
 When :func:`extract_many` builds its own client, it first asks the endpoint whether it serves the model
 (:meth:`~insights.client.ModelClient.check`); a client passed in is used as it is.
@@ -25,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .client import ModelClient
 from .config import Settings, resolve_settings
@@ -34,6 +42,7 @@ from .extract import PendingDocument
 from .schema import DocumentInsights
 
 DEFAULT_CONCURRENCY = 8
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -115,8 +124,9 @@ def extract_many(
     """Extract from many documents concurrently, yielding each outcome as its document finishes.
 
     Args:
-        documents: the documents (consumed lazily, ``concurrency`` ahead at most).
-        concurrency: documents in flight at once.
+        documents: the documents (consumed lazily: the next one is read when a slot is free and every
+            chunk of the one before has been handed out).
+        concurrency: model calls (chunks) in flight at once.
         client: a shared :class:`~insights.client.ModelClient`; built from ``settings`` when omitted.
         settings: used to build the client.
         rpm, tpm: optional requests-per-minute and tokens-per-minute limits.
@@ -260,7 +270,7 @@ class _Stopped(ModelError):
     fatal = True
 
 
-def _next(results: queue.SimpleQueue[Outcome]) -> Outcome:
+def _next(results: queue.SimpleQueue[T]) -> T:
     # A timed wait, so that Ctrl-C reaches the main thread promptly on every platform.
     while True:
         try:
