@@ -1,13 +1,20 @@
-"""Many documents at once: a sliding window of concurrent extractions, optional rate limits.
+"""Many documents at once: a sliding window of concurrent chunk calls, optional rate limits.
 
-:func:`extract_many` keeps up to ``concurrency`` documents in flight and starts the next one the moment
-any finishes — there are no batch barriers, so one slow request never holds back the rest. Each outcome
-is yielded as its document finishes (in completion order). A document that fails yields an outcome
-with its error and the run goes on, except for errors marked ``fatal`` (a wrong key, a 403, an
-exhausted quota, a model the endpoint does not serve): then nothing new starts, the documents still in
-flight are finished and yielded, and the fatal error is raised — every further request would fail the
-same way. The same happens when ``Settings.connection_failures`` documents in a row could not reach the
-endpoint (:class:`~insights.errors.ConnectionFailed`): the run stops with
+:func:`extract_many` keeps up to ``concurrency`` model calls in flight and starts the next one the moment
+any finishes — there are no batch barriers, so one slow request never holds back the rest. The unit of
+work in the window is a chunk, not a document: the chunks of a long document are handed out one after
+another like any other call and run side by side (up to the whole window), with the next documents
+filling the slots they leave. A document's result is assembled when its last chunk returns, its chunks
+merged in chunk order (:class:`~insights.extract.PendingDocument`), so it is the result a sequential run
+gives. Each outcome is yielded as its document finishes (in completion order). A document whose chunk
+fails yields an outcome with that error once its chunks still in flight are back (its chunks not yet
+asked are never asked, and what its calls stored in the cache is discarded), and the run goes on, except
+for errors marked ``fatal`` (a wrong key, a 403, an exhausted quota, a model the endpoint does not serve):
+then nothing new starts, the calls still in flight are finished and their documents yielded — a document
+cut short before its last chunk fails with a copy of the fatal error carrying its own spend (its finished
+chunks stay cached) — and the fatal error is raised: every further request would fail the same way. The
+same happens when ``Settings.connection_failures`` documents in a row could not reach the endpoint
+(:class:`~insights.errors.ConnectionFailed`): the run stops with
 :class:`~insights.errors.EndpointUnreachable`, naming the endpoint, instead of failing every document.
 When :func:`extract_many` builds its own client, it first asks the endpoint whether it serves the model
 (:meth:`~insights.client.ModelClient.check`); a client passed in is used as it is.
@@ -18,21 +25,24 @@ network request (cache hits are free and not limited).
 
 from __future__ import annotations
 
+import copy
 import math
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .client import ModelClient
 from .config import Settings, resolve_settings
 from .documents import Document
-from .errors import ConnectionFailed, EndpointUnreachable
-from .extract import extract
+from .errors import ConnectionFailed, EndpointUnreachable, InsightsError, ModelError
+from .extract import PendingDocument
 from .schema import DocumentInsights
 
 DEFAULT_CONCURRENCY = 8
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -114,8 +124,9 @@ def extract_many(
     """Extract from many documents concurrently, yielding each outcome as its document finishes.
 
     Args:
-        documents: the documents (consumed lazily, ``concurrency`` ahead at most).
-        concurrency: documents in flight at once.
+        documents: the documents (consumed lazily: the next one is read when a slot is free and every
+            chunk of the one before has been handed out).
+        concurrency: model calls (chunks) in flight at once.
         client: a shared :class:`~insights.client.ModelClient`; built from ``settings`` when omitted.
         settings: used to build the client.
         rpm, tpm: optional requests-per-minute and tokens-per-minute limits.
@@ -141,15 +152,19 @@ def extract_many(
             raise
     if limiter is not None:
         client.before_request = limiter.acquire
-    tasks: queue.SimpleQueue[Document | None] = queue.SimpleQueue()
-    results: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+    tasks: queue.SimpleQueue[tuple[_Job, int] | None] = queue.SimpleQueue()
+    results: queue.SimpleQueue[tuple[_Job, BaseException | None]] = queue.SimpleQueue()
 
     def work() -> None:
-        while (document := tasks.get()) is not None:
-            try:
-                results.put(Outcome(document, result=extract(document, client=client)))
-            except Exception as exc:  # every failure becomes that document's outcome
-                results.put(Outcome(document, error=exc))
+        while (task := tasks.get()) is not None:
+            job, index = task
+            error: BaseException | None = None
+            if job.error is None:  # a chunk of a document that already failed is not asked
+                try:
+                    job.pending.ground(client, index)
+                except Exception as exc:  # every failure becomes its document's outcome
+                    error = exc
+            results.put((job, error))
 
     # Daemon threads: an interrupted run exits at once instead of waiting for the requests in flight
     # (their documents have no result yet; only this thread writes, and a resumed run redoes them).
@@ -158,23 +173,54 @@ def extract_many(
         worker.start()
     source = iter(documents)
     fatal: BaseException | None = None
-    in_flight = 0
+    in_flight = 0  # chunk calls handed to the workers and not yet back
     unreachable = 0  # documents in a row that could not reach the endpoint
+    current: _Job | None = None  # the document whose chunks are being handed out
+    open_jobs: dict[int, _Job] = {}  # documents started and not yet yielded
 
     def refill() -> None:
-        nonlocal in_flight
+        nonlocal in_flight, current
         while fatal is None and in_flight < concurrency:
-            document = next(source, None)
-            if document is None:
-                return
-            tasks.put(document)
+            if current is None or current.error is not None or current.sent == len(current.pending.chunks):
+                document = next(source, None)
+                if document is None:
+                    return
+                current = _Job(PendingDocument(document, client.settings))
+                open_jobs[id(current)] = current
+            tasks.put((current, current.sent))
+            current.sent += 1
             in_flight += 1
+
+    def finish(job: _Job) -> Outcome:
+        del open_jobs[id(job)]
+        if job.error is None and job.sent < len(job.pending.chunks):  # the run stopped before its last chunk
+            job.error = _stopped(fatal)
+            if isinstance(job.error, InsightsError):  # its finished chunks stay cached: they did not fail
+                job.error.usage = job.pending.usage()
+            return Outcome(job.pending.document, error=job.error)
+        if job.error is not None:
+            job.pending.fail(client, job.error)
+            return Outcome(job.pending.document, error=job.error)
+        try:
+            return Outcome(job.pending.document, result=job.pending.assemble(client))
+        except Exception as exc:  # assembly failed (a record that does not validate)
+            job.pending.fail(client, exc)
+            return Outcome(job.pending.document, error=exc)
 
     try:
         refill()
         while in_flight:
-            outcome = _next(results)
+            job, error = _next(results)
             in_flight -= 1
+            job.back += 1
+            if error is not None and job.error is None:
+                job.error = error
+            cut_short = job.error is not None or fatal is not None
+            settled = job.back == job.sent and (cut_short or job.sent == len(job.pending.chunks))
+            if not settled:
+                refill()
+                continue
+            outcome = finish(job)
             unreachable = unreachable + 1 if isinstance(outcome.error, ConnectionFailed) else 0
             if getattr(outcome.error, "fatal", False) and fatal is None:
                 fatal = outcome.error
@@ -186,6 +232,9 @@ def extract_many(
                     attempts=getattr(outcome.error, "attempts", 1),
                 )
             yield outcome
+            if fatal is not None:  # documents cut short with nothing left in flight end now
+                for idle in [j for j in open_jobs.values() if j.back == j.sent]:
+                    yield finish(idle)
             refill()
     finally:
         for _ in workers:
@@ -196,7 +245,32 @@ def extract_many(
         raise fatal
 
 
-def _next(results: queue.SimpleQueue[Outcome]) -> Outcome:
+@dataclass(eq=False)
+class _Job:
+    """A document in the window: how many of its chunks were handed out and how many came back.
+    Only the main thread writes it; a worker reads ``error`` to skip the chunks of a failed document."""
+
+    pending: PendingDocument
+    sent: int = 0
+    back: int = 0
+    error: BaseException | None = None
+
+
+def _stopped(fatal: BaseException | None) -> BaseException:
+    """The error of a document the run stopped before its last chunk: a copy of the fatal error (its
+    usage will be the document's own)."""
+    assert fatal is not None
+    try:
+        return copy.copy(fatal)
+    except Exception:  # noqa: BLE001 - an error that cannot be copied: a plain fatal error saying why
+        return _Stopped(f"the run stopped before this document's last chunk: {fatal}")
+
+
+class _Stopped(ModelError):
+    fatal = True
+
+
+def _next(results: queue.SimpleQueue[T]) -> T:
     # A timed wait, so that Ctrl-C reaches the main thread promptly on every platform.
     while True:
         try:

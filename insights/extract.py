@@ -1,6 +1,7 @@
 """From one document to its grounded insights: prompt → model call → located evidence → records.
 
-One structured call per document, or per chunk of a long one. The model's quotes are located by
+One structured call per document, or per chunk of a long one (:class:`PendingDocument`: chunks may be
+grounded concurrently, and are merged in chunk order once all are back). The model's quotes are located by
 :mod:`insights.grounding` inside validation, so an ungrounded answer is re-asked.
 
 When a call ends without a valid answer — past the re-ask bound (``InvalidOutput``), or a re-ask that was
@@ -191,48 +192,88 @@ def extract(
 
 
 def _extract(client: ModelClient, document: Document) -> DocumentInsights:
-    started = time.perf_counter()
-    chunks = chunks_for(document, client.settings)
-    grounder = Grounder(document.text)
-    ledger = CallLedger(document_id=document.id)
-    grounded: list[GroundedDraft] = []
-    try:
-        for chunk in chunks:
-            grounded.extend(_ground_chunk(client, document, chunk, grounder, ledger))
-    except BaseException as exc:
-        client.discard(ledger)
+    pending = PendingDocument(document, client.settings)
+    for index in range(len(pending.chunks)):
+        try:
+            pending.ground(client, index)
+        except BaseException as exc:
+            pending.fail(client, exc)
+            raise
+    return pending.assemble(client)
+
+
+class PendingDocument:
+    """A document on its way: its chunks are grounded one call each (in any order, on any thread), and
+    its result is assembled once every chunk is back.
+
+    This is the unit :func:`insights.batch.extract_many` schedules chunk by chunk, so that the chunks of a
+    long document run side by side. Each chunk's call has its own :class:`~insights.client.CallLedger`
+    (only the thread running that chunk writes it), summed into the document's usage. Assembly merges the
+    chunks' drafts in chunk order, whatever order they came back in, so the result is the one a
+    sequential run gives.
+    """
+
+    def __init__(self, document: Document, settings: Settings) -> None:
+        self.document = document
+        self.chunks = chunks_for(document, settings)
+        self.started = time.perf_counter()
+        self._grounder = Grounder(document.text)
+        self._drafts: list[list[GroundedDraft] | None] = [None] * len(self.chunks)
+        self._ledgers: list[CallLedger] = [CallLedger(document_id=document.id) for _ in self.chunks]
+
+    def ground(self, client: ModelClient, index: int) -> None:
+        """Ask for chunk ``index`` (from 0) and keep its grounded drafts. Raises what the call raised."""
+        chunk = self.chunks[index]
+        self._drafts[index] = _ground_chunk(client, self.document, chunk, self._grounder, self._ledgers[index])
+
+    def usage(self) -> Usage:
+        """What every call of this document spent so far, failed attempts included."""
+        return _usage(self._ledgers)
+
+    def fail(self, client: ModelClient, exc: BaseException) -> None:
+        """The document failed with ``exc``: discard what its calls stored in the cache (a failure must not
+        be replayed) and, for an :class:`~insights.errors.InsightsError`, record the spend on ``exc.usage``.
+        Call it only once no chunk of the document is still running."""
+        for ledger in self._ledgers:
+            client.discard(ledger)
         if isinstance(exc, InsightsError):
-            exc.usage = _usage(ledger)
-        raise
-    kept, rejected = _merge(grounded)
-    records = _records(kept)
-    provenance = Provenance(
-        model=client.model,
-        prompt_version=load_prompts().version,
-        library_version=__version__,
-        content_hash=document.content_hash,
-        chunks=len(chunks),
-        usage=_usage(ledger),
-        latency_s=round(time.perf_counter() - started, 4),
-        extracted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    )
-    return DocumentInsights(
-        document_id=document.id,
-        title=document.title,
-        barriers=records["barrier"],
-        enablers=records["enabler"],
-        champions=records["champion"],
-        failed_experiments=records["failed_experiment"],
-        rejected=rejected,
-        provenance=provenance,
-    )
+            exc.usage = self.usage()
+
+    def assemble(self, client: ModelClient) -> DocumentInsights:
+        """The document's result, once every chunk has been grounded: drafts merged in chunk order."""
+        missing = [i + 1 for i, drafts in enumerate(self._drafts) if drafts is None]
+        if missing:
+            raise RuntimeError(f"{self.document.id}: chunks {missing} have not been grounded")
+        kept, rejected = _merge(g for drafts in self._drafts for g in drafts or ())
+        records = _records(kept)
+        provenance = Provenance(
+            model=client.model,
+            prompt_version=load_prompts().version,
+            library_version=__version__,
+            content_hash=self.document.content_hash,
+            chunks=len(self.chunks),
+            usage=self.usage(),
+            latency_s=round(time.perf_counter() - self.started, 4),
+            extracted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        return DocumentInsights(
+            document_id=self.document.id,
+            title=self.document.title,
+            barriers=records["barrier"],
+            enablers=records["enabler"],
+            champions=records["champion"],
+            failed_experiments=records["failed_experiment"],
+            rejected=rejected,
+            provenance=provenance,
+        )
 
 
-def _usage(ledger: CallLedger) -> Usage:
+def _usage(ledgers: Sequence[CallLedger]) -> Usage:
+    costs = [ledger.cost_usd for ledger in ledgers if ledger.cost_usd is not None]
     return Usage(
-        input_tokens=ledger.input_tokens,
-        output_tokens=ledger.output_tokens,
-        calls=ledger.calls,
-        cached_calls=ledger.cached_calls,
-        cost_usd=ledger.cost_usd,
+        input_tokens=sum(ledger.input_tokens for ledger in ledgers),
+        output_tokens=sum(ledger.output_tokens for ledger in ledgers),
+        calls=sum(ledger.calls for ledger in ledgers),
+        cached_calls=sum(ledger.cached_calls for ledger in ledgers),
+        cost_usd=sum(costs) if costs else None,
     )

@@ -138,3 +138,147 @@ def test_extract_many_over_seeds_matches_annotations(tmp_path: Path) -> None:
     with ReferenceServer(ANNOTATIONS) as srv:
         outcomes = list(insights.extract_many(insights.load_corpus(SEEDS), concurrency=4, client=client(srv)))
     assert sum(len(o.result.insights()) for o in outcomes if o.result) == 61
+
+
+# ------------------------------------------------------------------ long documents inside the window
+LONG_SEED = "004_578e9dd3e6ef0cec"  # 10 chunks at chunk_chars=2000, chunk_overlap=200
+CHUNKED = {"chunk_chars": 2000, "chunk_overlap": 200}
+
+
+def long_doc() -> insights.Document:
+    return insights.load_document(SEEDS / f"{LONG_SEED}.txt")
+
+
+def comparable(result: insights.DocumentInsights | None) -> dict[str, Any]:
+    assert result is not None
+    return result.model_dump(exclude={"provenance": {"latency_s", "extracted_at"}})
+
+
+def test_chunks_of_a_long_document_share_the_window_with_short_ones() -> None:
+    # One short document, the 10-chunk one, six more short ones, 8 in flight: the window holds chunk
+    # calls, so the first 8 requests held at once are the short document and seven chunks of the long one.
+    long = long_doc()
+    docs = [*make_docs(1), long, *make_docs(7)[1:]]
+    outcomes: list[insights.Outcome] = []
+    with ReferenceServer(ANNOTATIONS) as srv:
+        srv.hold()
+        runner = threading.Thread(
+            target=lambda: outcomes.extend(insights.extract_many(docs, concurrency=8, client=client(srv, **CHUNKED)))
+        )
+        runner.start()
+        try:
+            assert srv.wait_held(8, count=8), "the window never filled"
+            held = sorted((r["doc_id"], r["part"]) for r in srv.requests)
+            assert held == sorted([("doc000", 1)] + [(long.id, part) for part in range(1, 8)])
+            assert all(r["parts"] == 10 for r in srv.requests if r["doc_id"] == long.id)
+            for step in range(1, 9):  # each answer makes room for exactly one more request
+                srv.release(1)
+                assert srv.wait_held(8, count=8 + step), f"step {step}: no new request while seven were held"
+        finally:
+            srv.release()
+            runner.join(timeout=120)
+        assert srv.count == 10 + 7
+    assert len(outcomes) == 8 and all(o.ok for o in outcomes)
+    [got] = [o for o in outcomes if o.document.id == long.id]
+    assert got.result is not None and got.result.provenance.chunks == 10
+    assert got.result.provenance.usage.calls == 10
+
+    # The same document with its chunks one after another (the single-document API): the same result,
+    # the same insights in the same order, whatever order the chunks came back in.
+    with ReferenceServer(ANNOTATIONS) as srv:
+        sequential = insights.extract(long, client=client(srv, **CHUNKED))
+        order = [r["part"] for r in srv.requests]
+    assert order == list(range(1, 11))
+    assert comparable(got.result) == comparable(sequential)
+    assert len(sequential.insights()) >= 10  # a comparison with content in it
+
+
+def test_a_long_document_is_yielded_only_after_its_last_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Chunk 3 of the long document waits until the test has seen every short document finish. Its other
+    # chunks finish meanwhile (they share the window), yet the document comes out only after chunk 3.
+    long = long_doc()
+    docs = [long, *make_docs(5)]
+    shorts_done = threading.Event()
+    original = insights.ModelClient._openai_create
+
+    def slow_part3(self: insights.ModelClient, request: dict[str, Any]) -> object:
+        if f"Document ID: {long.id}" in str(request["messages"]) and "Part: 3 of 10" in str(request["messages"]):
+            assert shorts_done.wait(120), "the short documents waited for the long one"
+        return original(self, request)
+
+    monkeypatch.setattr(insights.ModelClient, "_openai_create", slow_part3)
+    order: list[str] = []
+    with ReferenceServer(ANNOTATIONS) as srv:
+        for outcome in insights.extract_many(docs, concurrency=4, client=client(srv, **CHUNKED)):
+            assert outcome.ok, outcome.error
+            order.append(outcome.document.id)
+            if len(order) == 5:
+                assert long.id not in order
+                parts = sorted(r["part"] for r in srv.requests if r["doc_id"] == long.id)
+                assert parts == [1, 2, *range(4, 11)]  # every other chunk was asked while chunk 3 waited
+                shorts_done.set()
+    assert order[-1] == long.id and len(order) == 6
+
+
+def test_one_failing_chunk_fails_its_document_and_discards_its_cached_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Chunk 3 of the long document is sent under another document id, which the server rejects (400).
+    long = long_doc()
+    docs = [long, *make_docs(3)]
+    original = insights.ModelClient._openai_create
+
+    def reject_part3(self: insights.ModelClient, request: dict[str, Any]) -> object:
+        if f"Document ID: {long.id}" in str(request["messages"]) and "Part: 3 of 10" in str(request["messages"]):
+            messages = [dict(m) for m in request["messages"]]
+            for m in messages:
+                if isinstance(m.get("content"), str):
+                    m["content"] = m["content"].replace(f"Document ID: {long.id}", "Document ID: broken")
+            request = {**request, "messages": messages}
+        return original(self, request)
+
+    monkeypatch.setattr(insights.ModelClient, "_openai_create", reject_part3)
+    settings = insights.resolve_settings(
+        env={}, base_url="", api_key="sk-test", cache_path=tmp_path / "c.db", **CHUNKED
+    )
+    with ReferenceServer(ANNOTATIONS, plan=FaultPlan(script={"broken": ["400"] * 10})) as srv:
+        settings = settings.with_(base_url=srv.url)
+        with insights.ModelClient(settings, sleep=FakeClock()) as c:
+            outcomes = {o.document.id: o for o in insights.extract_many(docs, concurrency=4, client=c)}
+            asked = [r for r in srv.requests if r["doc_id"] in (long.id, "broken")]
+            calls = c.cache.calls(long.id)
+            assert [i for i, o in outcomes.items() if not o.ok] == [long.id]
+            error = outcomes[long.id].error
+            assert isinstance(error, insights.RequestRejected) and error.status == 400
+            assert error.usage is not None and error.usage.calls == len(asked) - 1  # a 400 logs no call
+            # Every other chunk's answer was stored while it ran, and discarded with its document.
+            assert calls and all(c.cache.get(call["key"]) is None for call in calls)
+            assert c.cache.stats().entries == 3  # the three short documents' answers only
+
+
+def test_a_fatal_error_ends_a_long_document_cut_short_with_its_spend(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The short document's 401 stops the run while the long one's first chunk is in flight (it waits
+    # until the test has seen the 401): no chunk is asked after the stop, and the long document comes
+    # out failed with the fatal error and what it spent.
+    long = long_doc()
+    docs = [*make_docs(1), long, *make_docs(4)[1:]]
+    stopped = threading.Event()
+    original = insights.ModelClient._openai_create
+
+    def wait_for_the_stop(self: insights.ModelClient, request: dict[str, Any]) -> object:
+        if f"Document ID: {long.id}" in str(request["messages"]):
+            assert stopped.wait(120), "the 401 never came out"
+        return original(self, request)
+
+    monkeypatch.setattr(insights.ModelClient, "_openai_create", wait_for_the_stop)
+    seen: list[insights.Outcome] = []
+    with ReferenceServer(ANNOTATIONS, plan=FaultPlan(script={"doc000": ["401"] * 10})) as srv:
+        with pytest.raises(insights.AuthError):
+            for outcome in insights.extract_many(docs, concurrency=2, client=client(srv, **CHUNKED)):
+                seen.append(outcome)
+                stopped.set()
+        asked = [r["part"] for r in srv.requests if r["doc_id"] == long.id]
+    assert [o.document.id for o in seen] == ["doc000", long.id]
+    cut = seen[1].error
+    assert isinstance(cut, insights.AuthError) and cut.fatal and cut is not seen[0].error
+    assert asked == [1] and cut.usage is not None and cut.usage.calls == 1
