@@ -18,12 +18,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .client import ModelClient
 from .config import Settings, resolve_settings
 from .documents import Document
 from .extract import extract
 from .schema import DocumentInsights
+
+if TYPE_CHECKING:  # the client (openai, instructor) is imported when a model is first called
+    from .client import ModelClient
 
 DEFAULT_CONCURRENCY = 8
 
@@ -117,6 +120,8 @@ def extract_many(
     """
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
+    from .client import ModelClient
+
     owned = client is None
     client = client or ModelClient(settings or resolve_settings())
     if rpm or tpm:

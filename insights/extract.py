@@ -11,13 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from . import __version__
 from .chunking import Chunk, split
-from .client import CallLedger, ModelClient
 from .config import Settings, resolve_settings
 from .documents import Document, redact_emails
 from .errors import InvalidOutput
@@ -30,6 +29,9 @@ from .schema import (
     Rejected,
     Usage,
 )
+
+if TYPE_CHECKING:  # the client (openai, instructor) is imported when a model is first called
+    from .client import CallLedger, ModelClient
 
 
 def chunks_for(document: Document, settings: Settings) -> list[Chunk]:
@@ -150,6 +152,8 @@ def extract(
         CacheMiss: offline mode and the answer is not cached.
         ConfigError: no key and no endpoint.
     """
+    from .client import ModelClient
+
     owned = client is None or not isinstance(client, ModelClient)
     if client is None:
         client = ModelClient(settings or resolve_settings(model=model))
@@ -165,6 +169,8 @@ def extract(
 
 
 def _extract(client: ModelClient, document: Document) -> DocumentInsights:
+    from .client import CallLedger
+
     started = time.perf_counter()
     chunks = chunks_for(document, client.settings)
     grounder = Grounder(document.text)
