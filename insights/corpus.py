@@ -8,6 +8,12 @@ never stops the others. :func:`load_corpus` and :func:`iter_corpus` raise the fi
 hand each to ``on_error``). :func:`corpus_files` only lists the files; :func:`picks_up` says whether the
 inputs would read a given path (the CLI refuses outputs that a rerun would read as input).
 
+Reading lazily: :func:`list_corpus` lists the files with their ids (:class:`CorpusFile`) without reading
+any (ids depend on every file's path, not on contents), and a :class:`CorpusReader` reads them one at a
+time, as a run needs them, keeping document ids unique across the files it reads or skips. This is how
+``insights extract`` starts its first request before the rest of the corpus is read, and never holds the
+whole corpus in memory. ``iter_corpus`` and ``scan_corpus`` are built on them.
+
 Inputs: a folder is walked recursively in sorted order, skipping hidden files and folders (names
 starting with ``.``); a glob (``*``, ``?``, ``[``; ``**`` recurses) is expanded in sorted order, also
 skipping hidden names; a file named explicitly is always read. A file reached twice is read once. A
@@ -53,9 +59,12 @@ from .errors import DocumentError
 
 __all__ = [
     "Corpus",
+    "CorpusFile",
+    "CorpusReader",
     "LoadFailure",
     "corpus_files",
     "iter_corpus",
+    "list_corpus",
     "load_corpus",
     "picks_up",
     "scan_corpus",
@@ -63,6 +72,8 @@ __all__ = [
 
 Paths = Iterable[str | os.PathLike[str]] | str | os.PathLike[str]
 _MAGIC = frozenset("*?[")
+#: Files read as records, several documents each (see insights.documents and insights.converters).
+RECORD_SUFFIXES = frozenset({".jsonl", ".ndjson", ".csv", ".tsv"})
 #: How many bad JSONL records one failure's message names before it says "and N more".
 _REASONS_SHOWN = 5
 
@@ -208,20 +219,60 @@ def _ids(entries: list[_Entry]) -> list[str]:
             level[i] += 1
 
 
-def _iter_items(paths: Paths) -> Iterator[Document | LoadFailure]:
+@dataclass(frozen=True)
+class CorpusFile:
+    """One file of a corpus, listed but not read.
+
+    Attributes:
+        path: the file, as found.
+        source: its path relative to the input it was found under (see the module docstring).
+        id: the id of its document (for a file of records: the prefix of their default ids).
+    """
+
+    path: Path
+    source: str
+    id: str
+
+    @property
+    def holds_one(self) -> bool:
+        """Whether the file holds one document (it is not JSONL, NDJSON, CSV or TSV)."""
+        return self.path.suffix.lower() not in RECORD_SUFFIXES
+
+
+def list_corpus(paths: Paths) -> list[CorpusFile]:
+    """The files under ``paths`` with their ids, in reading order; nothing is read.
+
+    Raises:
+        DocumentError: a path that does not exist, or a pattern that matches nothing.
+    """
     entries = _entries(paths)
-    seen: dict[str, str] = {}
-    for entry, base in zip(entries, _ids(entries), strict=True):
+    return [CorpusFile(e.path, e.source, base) for e, base in zip(entries, _ids(entries), strict=True)]
+
+
+class CorpusReader:
+    """Reads listed files one at a time; a record whose id an earlier document (read or skipped) already
+    has is refused, as in :func:`scan_corpus`."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, str] = {}
+
+    def skip(self, file: CorpusFile) -> None:
+        """Pass over a one-document file without reading it (its id stays taken)."""
+        self._seen.setdefault(file.id, str(file.path))
+
+    def read(self, file: CorpusFile) -> Iterator[Document | LoadFailure]:
+        """The file's documents (each with its ``source``), then one :class:`LoadFailure` if it, or some of
+        its records, could not be read."""
         problems: list[str] = []
         try:
-            for item in read_file(entry.path, base):
+            for item in read_file(file.path, file.id):
                 if isinstance(item, DocumentError):
                     problems.append(item.reason)
-                elif item.id in seen:
-                    problems.append(f"duplicate document id {item.id!r} (already read from {seen[item.id]})")
+                elif item.id in self._seen:
+                    problems.append(f"duplicate document id {item.id!r} (already read from {self._seen[item.id]})")
                 else:
-                    seen[item.id] = str(entry.path)
-                    yield dataclasses.replace(item, source=entry.source)
+                    self._seen[item.id] = str(file.path)
+                    yield dataclasses.replace(item, source=file.source)
         except DocumentError as e:
             problems.append(e.reason)
         if problems:
@@ -230,7 +281,13 @@ def _iter_items(paths: Paths) -> Iterator[Document | LoadFailure]:
                 shown = "; ".join(problems[:_REASONS_SHOWN])
                 more = len(problems) - _REASONS_SHOWN
                 reason = f"{len(problems)} records could not be read: {shown}" + (f"; {more} more" if more > 0 else "")
-            yield LoadFailure(base, str(entry.path), entry.source, DocumentError(entry.path, reason))
+            yield LoadFailure(file.id, str(file.path), file.source, DocumentError(file.path, reason))
+
+
+def _iter_items(paths: Paths) -> Iterator[Document | LoadFailure]:
+    reader = CorpusReader()
+    for file in list_corpus(paths):
+        yield from reader.read(file)
 
 
 def scan_corpus(paths: Paths) -> Corpus:

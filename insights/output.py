@@ -390,6 +390,9 @@ class OutputWriter:
             stale = {e.document_id for e in ledger if wanted and wanted.get(e.document_id, e.key) != e.key}
             if stale or ledger.superseded():
                 ledger = self._compact(stale)
+            for path in (self.out, self.documents):
+                if not path.exists():  # an empty run still leaves (empty) files
+                    self._rewrite(path, [])
         self._ledger = ledger
         done = ledger.ids()
         previous = self._latest_errors()
