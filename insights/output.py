@@ -57,8 +57,9 @@ read every line, and repair: it keeps exactly one copy of the lines of each ledg
 without a ledger line, and repairs what older versions could leave when two runs shared an output: a
 ledger line repeated is kept once; a document whose lines appear several times over (identical copies) is
 kept once; a document whose lines do not match its ledger line's counts (missing lines, or copies that
-differ) loses both and is redone. It then rewrites both files with ``block`` fields, so the next resume
-is fast. So each document's lines are there exactly once.
+differ), or whose ledger line has a ``block`` hash its lines no longer have (altered in place), loses
+both and is redone. It then rewrites both files with ``block`` fields, so the next resume is fast. So
+each document's lines are there exactly once, as they were written.
 
 The errors file is never emptied before its replacement is safely written: resume keeps the records of
 documents that are not done, this run appends its own failures as they happen, and closing rewrites it
@@ -67,6 +68,7 @@ atomically with the latest record per document, without the documents done by th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -480,22 +482,25 @@ class OutputWriter:
         for key, entry in list(ledger.items()):
             found = lines.get(key, [])
             n = _expected_lines(entry)
-            if n is None or len(found) == n:
-                kept[key] = found
-                continue
-            single = _one_copy(found, len(found) // n) if n and found and len(found) % n == 0 else None
+            single = found if n is None or len(found) == n else None
+            if single is None and n and found and len(found) % n == 0:
+                single = _one_copy(found, len(found) // n)
+                doubled += [key[0]] if single is not None else []
+            digest = (Entry.of(entry).block or (0, 0, ""))[2]
+            if single is not None and digest and hashlib.sha256(_dumps(single)).hexdigest() != digest:
+                single = None  # not the lines that were written (the ledger line recorded their hash)
             if single is not None:
                 kept[key] = single
-                doubled.append(key[0])
             else:
                 del ledger[key]
                 redone.append(key[0])
+        doubled = [d for d in doubled if d not in redone]
         if doubled:
             self.repairs.append(f"{len(doubled)} document(s) whose lines were there several times kept once")
         if redone:
             self.repairs.append(
-                f"{len(redone)} document(s) whose lines did not match the ledger (missing, or differing copies) "
-                f"dropped and to be redone: {', '.join(redone[:5])}{' ...' if len(redone) > 5 else ''}"
+                f"{len(redone)} document(s) whose lines did not match the ledger (missing, altered, or differing "
+                f"copies) dropped and to be redone: {', '.join(redone[:5])}{' ...' if len(redone) > 5 else ''}"
             )
         return kept
 
