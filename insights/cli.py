@@ -39,7 +39,7 @@ from .errors import CacheError, ConfigError, DocumentError, InsightsError, Outpu
 from .output import OutputWriter
 from .pending import Pending, first, sample
 from .prompts import load_prompts
-from .spend import SpendCap
+from .spend import SpendCap, usd
 
 EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_WRITE, EXIT_BUDGET, EXIT_INTERRUPTED = 1, 2, 3, 4, 5, 130
 #: Seconds between commits of finished documents to the output (see :mod:`insights.output`).
@@ -348,9 +348,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
         return EXIT_FATAL
     if cap is not None and cap.stopped:
         _say(
-            f"stopped: the next document would take the estimated spend (${cap.spent:.4f} so far, with the "
-            f"documents in flight) past --max-cost ${cap.cap:.4f}. The {summary.done} document(s) finished are "
-            "saved; run the same command with a higher --max-cost to go on."
+            f"stopped: the next document would take the estimated spend ({usd(cap.spent)} so far) past --max-cost "
+            f"{usd(cap.cap)}. The {summary.done} document(s) finished are saved; run the same command with a "
+            "higher --max-cost to go on."
         )
         return EXIT_BUDGET
     if summary.failed or unreadable:

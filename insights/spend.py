@@ -30,7 +30,12 @@ from .errors import ConfigError
 from .estimate import Estimate, Estimator
 from .pricing import cost, load_prices
 
-__all__ = ["SpendCap"]
+__all__ = ["SpendCap", "usd"]
+
+
+def usd(amount: float) -> str:
+    """A sum of US dollars for messages: cents and more to 4 decimals, less to 6."""
+    return f"${amount:,.4f}" if amount >= 0.01 else f"${amount:.6f}"
 
 
 @dataclass
@@ -79,9 +84,9 @@ class SpendCap:
         if e is None or e.cost_usd is None or e.cost_usd <= self.cap:
             return None
         return (
-            f"the estimate for the {e.documents:,} document(s) to do is ${e.cost_usd:,.4f} ({e.calls:,} call(s), "
+            f"the estimate for the {e.documents:,} document(s) to do is {usd(e.cost_usd)} ({e.calls:,} call(s), "
             f"{e.input_tokens:,} input tokens, {e.output_tokens:,} output tokens assumed), above --max-cost "
-            f"${self.cap:,.4f}. Nothing was sent. Raise --max-cost, or do fewer documents first with --limit N "
+            f"{usd(self.cap)}. Nothing was sent. Raise --max-cost, or do fewer documents first with --limit N "
             "or --sample N (the estimate assumes an empty cache)."
         )
 
