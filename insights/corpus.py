@@ -113,12 +113,30 @@ def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _walk(folder: Path) -> list[Path]:
-    found: list[Path] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not _hidden(d))
-        found.extend(Path(root, f) for f in files if not _hidden(f))
-    return sorted(found, key=lambda p: p.relative_to(folder).parts)
+def _walk(folder: Path) -> Iterator[tuple[Path, str, str]]:
+    """Every file under ``folder`` as (path, path relative to ``folder`` with ``/``, real path), hidden
+    names skipped, symbolic links to folders not followed (as :func:`os.walk`), ordered by the relative
+    path's components. One ``scandir`` per folder; a file's real path is its folder's plus its name
+    unless it is itself a link."""
+
+    def visit(directory: str, real: str, prefix: str) -> Iterator[tuple[Path, str, str]]:
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            if _hidden(entry.name):
+                continue
+            link = entry.is_symlink()
+            if entry.is_dir():
+                if not link:
+                    yield from visit(entry.path, os.path.join(real, entry.name), prefix + entry.name + "/")
+            else:
+                key = os.path.realpath(entry.path) if link else os.path.join(real, entry.name)
+                yield Path(entry.path), prefix + entry.name, key
+
+    return visit(os.fspath(folder), os.path.realpath(folder), "")
 
 
 def _is_glob(item: str) -> bool:
@@ -147,8 +165,8 @@ def _entries(paths: Paths) -> list[_Entry]:
     result: list[_Entry] = []
     seen: set[str] = set()
 
-    def add(p: Path, source: str) -> None:
-        key = os.path.realpath(p)
+    def add(p: Path, source: str, key: str | None = None) -> None:
+        key = key or os.path.realpath(p)
         if key not in seen:
             seen.add(key)
             result.append(_Entry(p, source))
@@ -159,8 +177,8 @@ def _entries(paths: Paths) -> list[_Entry]:
         except TypeError as e:
             raise DocumentError(repr(item), "not a file path") from e
         if p.is_dir():
-            for f in _walk(p):
-                add(f, f.relative_to(p).as_posix())
+            for f, relative, real in _walk(p):
+                add(f, relative, real)
         elif p.exists():
             add(p, os.fspath(item))
         elif _is_glob(str(item)):
@@ -170,8 +188,8 @@ def _entries(paths: Paths) -> list[_Entry]:
             root = _glob_root(os.fspath(item))
             for match in matches:
                 mp = Path(match)
-                for f in _walk(mp) if mp.is_dir() else [mp]:
-                    add(f, _relative(f, root))
+                for f, _, real in _walk(mp) if mp.is_dir() else [(mp, "", "")]:
+                    add(f, _relative(f, root), real)
         else:
             raise DocumentError(item, "no such file or folder")
     return result
@@ -194,7 +212,8 @@ def corpus_files(paths: Paths) -> list[Path]:
 
 def _stem(path: Path) -> str:
     name = path.name
-    return (path.stem if path.suffix else name) or name
+    dot = name.rfind(".")
+    return name[:dot] if 0 < dot < len(name) - 1 else name  # as Path.stem, without parsing the path again
 
 
 def _without_suffix(posix_path: str) -> str:
@@ -204,19 +223,23 @@ def _without_suffix(posix_path: str) -> str:
 
 def _ids(entries: list[_Entry]) -> list[str]:
     """Each file's id (for JSONL: the prefix of its records' default ids); see the module docstring."""
-    choices = []
-    for e in entries:
+
+    def choice(e: _Entry, level: int) -> str:
+        if level == 0:
+            return _stem(e.path)
         found = e.path.as_posix()
-        choices.append([_stem(e.path), _without_suffix(e.source), e.source, _without_suffix(found), found])
+        return [_without_suffix(e.source), e.source, _without_suffix(found), found][level - 1]
+
     level = [0] * len(entries)
+    ids = [choice(e, 0) for e in entries]
     while True:
-        ids = [c[n] for c, n in zip(choices, level, strict=True)]
         counts = Counter(ids)
-        clashing = [i for i, x in enumerate(ids) if counts[x] > 1 and level[i] < len(choices[i]) - 1]
+        clashing = [i for i, x in enumerate(ids) if counts[x] > 1 and level[i] < 4]
         if not clashing:
             return ids
         for i in clashing:
             level[i] += 1
+            ids[i] = choice(entries[i], level[i])
 
 
 @dataclass(frozen=True)

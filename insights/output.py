@@ -49,8 +49,9 @@ off, and so is a torn last ledger line. Superseded results (the latest ledger li
 an earlier one is the result of content since edited) are dropped with their lines when the output is
 closed or resumed, by copying blocks, without parsing lines. Which documents are done is then asked per
 document (:meth:`~OutputWriter.is_done`, :meth:`~OutputWriter.unchanged`), so the run's inputs can be
-read lazily. Given the documents up front, :meth:`~OutputWriter.resume` also returns which are done and
-drops at once the results of those whose content changed.
+read lazily: the result of a document whose content changed stays until the document is redone (a run
+stopped or limited before that keeps it). Given the documents up front, :meth:`~OutputWriter.resume`
+also returns which are done and drops at once the results of those whose content changed.
 
 Only when the check fails (files of an older version without ``block``, or damaged files) does resume
 read every line, and repair: it keeps exactly one copy of the lines of each ledger document, drops lines

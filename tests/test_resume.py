@@ -376,6 +376,30 @@ def test_pending_reads_a_file_only_when_the_next_document_is_asked_for(tmp_path,
         assert len(list(first(pending, 2))) == 2 and len(reads) == 2 and pending.skipped == 1
 
 
+def test_listing_walks_folders_as_before_in_one_scandir_per_folder(tmp_path):
+    """The walk that replaced os.walk + realpath per file lists the same files, in the same order, and a
+    link to a file already listed is still read once."""
+    root = tmp_path / "docs"
+    for name in ("b.md", "a.md", "a/z.md", "a/.hidden.md", ".git/x.md", "a.b/c.md", "A/y.md", "a/b/c/d.md", "ab"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(f"# {name}\n\nThe lab ran a pilot.")
+    (root / "link.md").symlink_to(root / "a" / "z.md")  # the same file again
+    (root / "alias").symlink_to(root / "a", target_is_directory=True)  # not followed
+
+    def before(folder: Path) -> list[Path]:
+        found = []
+        for dirpath, dirs, files in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            found += [Path(dirpath, f) for f in files if not f.startswith(".")]
+        unique = {os.path.realpath(p): p for p in sorted(found, key=lambda p: p.relative_to(folder).parts)[::-1]}
+        return sorted(unique.values(), key=lambda p: p.relative_to(folder).parts)
+
+    files = list_corpus(root)
+    assert [f.path for f in files] == before(root)
+    assert [f.source for f in files] == [p.relative_to(root).as_posix() for p in before(root)]
+    assert "link.md" not in [f.source for f in files] and not any(f.source.startswith("alias/") for f in files)
+
+
 def test_a_skipped_file_keeps_its_id_taken(tmp_path, monkeypatch):
     """A JSONL record with the id of a file skipped as done is refused, as if the file had been read."""
     folder = tmp_path / "docs"
