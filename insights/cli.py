@@ -25,7 +25,7 @@ import logging
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO, cast
 
@@ -33,11 +33,11 @@ from . import __version__
 from .batch import DEFAULT_CONCURRENCY, Outcome, RunSummary, extract_many
 from .cache import Cache
 from .config import Settings, resolve_settings
-from .corpus import CorpusFile, LoadFailure, iter_corpus, list_corpus, load_corpus
+from .corpus import LoadFailure, iter_corpus, list_corpus, load_corpus
 from .documents import Document
 from .errors import CacheError, ConfigError, DocumentError, InsightsError, OutputError, OutputWriteError, scrub
 from .output import OutputWriter
-from .pending import Pending, first, sample
+from .pending import Pending, Plan
 from .prompts import load_prompts
 from .spend import SpendCap, usd
 
@@ -184,48 +184,10 @@ def _count_spend(summary: RunSummary, outcome: Outcome) -> None:
         summary.cost_usd += usage.cost_usd or 0.0
 
 
-Reporter = Callable[[LoadFailure], None]
-
-
-class _Plan:
-    """The documents this run does, pass by pass (see :mod:`insights.pending`): ``--sample`` and
-    ``--max-cost`` read the inputs once before the run, the run reads them again; unreadable files are
-    reported by the first pass that meets them."""
-
-    def __init__(
-        self, files: list[CorpusFile], writer: OutputWriter, args: argparse.Namespace, report: Reporter
-    ) -> None:
-        self.files, self.writer, self.args = files, writer, args
-        self._report: Reporter | None = report
-        self.chosen: list[str] | None = None
-        self.scan: Pending | None = None
-        if args.sample is not None:
-            self.scan, self.chosen = sample(self._pending, args.sample, args.seed)
-
-    def _pending(self, only: set[str] | None) -> Pending:
-        report, self._report = self._report, None  # only the first pass reports
-        return Pending(self.files, self.writer, verify=self.args.verify, on_failure=report, only=only)
-
-    def documents(self) -> tuple[Pending, Iterable[Document]]:
-        """A new pass: its :class:`Pending` and the documents it hands out."""
-        pending = self._pending(None if self.chosen is None else set(self.chosen))
-        return pending, pending if self.args.limit is None else first(pending, self.args.limit)
-
-    def total(self, pending: Pending) -> int:
-        """How many documents the run will do, as far as is known."""
-        if self.chosen is not None:
-            return len(self.chosen)
-        return pending.expected if self.args.limit is None else min(self.args.limit, pending.expected)
-
-    def skipped(self, pending: Pending) -> int:
-        """Documents passed over because they are done."""
-        return (self.scan or pending).skipped
-
-
 def _run(
     documents: Iterable[Document],
     pending: Pending,
-    plan: _Plan,
+    plan: Plan,
     writer: OutputWriter,
     cap: SpendCap | None,
     progress: _Progress,
@@ -304,7 +266,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
         writer.resume(None, settings.model, load_prompts().version, overwrite=args.overwrite, verify=args.verify)
         for message in writer.repairs:
             _say(f"resume: {message}")
-        plan = _Plan(files, writer, args, report)
+        plan = Plan(
+            files, writer, limit=args.limit, sample=args.sample, seed=args.seed, verify=args.verify, on_failure=report
+        )
         if cap is not None:
             cap.plan(plan.documents()[1])
             refusal = cap.refusal()

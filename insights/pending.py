@@ -13,10 +13,12 @@ Every file is stat'ed once, up front and before it is read: that stamp is what :
 gives the writer for each document handed out, and it makes :attr:`Pending.expected` (documents that may
 still come, exact once every file is read) available before anything is read.
 
-Choosing a few: :func:`first` takes the first ``n`` pending documents, in input order, and reads no
-further. :func:`sample` takes ``n`` of them at random (``random.Random(seed)``; the same seed and the same
-pending documents give the same sample), handed out in input order: it reads the corpus once to know
-which are pending (keeping only their ids), then again, reading only the files it needs.
+Choosing a few (:class:`Plan`): ``limit`` takes the first ``n`` pending documents, in input order, and
+reads no further. ``sample`` takes ``n`` of them at random (``random.Random(seed)``; the same seed and the
+same pending documents give the same sample), handed out in input order: it reads the corpus once to
+know which are pending (keeping only their ids), then again, reading only the files it needs. A plan can
+be walked several times (``insights extract --max-cost`` estimates the documents, then runs them); the
+files that cannot be read are reported by the first pass that meets them.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from .documents import Document
 from .ledger import FileStamp, file_stamp
 from .output import OutputWriter
 
-__all__ = ["Pending", "first", "sample"]
+__all__ = ["Pending", "Plan"]
 
 
 @dataclass
@@ -98,24 +100,54 @@ class Pending:
                     yield item
 
 
-def first(documents: Iterable[Document], n: int) -> Iterator[Document]:
-    """The first ``n`` documents; nothing after the ``n``-th is read."""
-    return itertools.islice(documents, n)
-
-
-def sample(pending: Callable[[set[str] | None], Pending], n: int, seed: int) -> tuple[Pending, list[str]]:
-    """``n`` pending documents at random, in input order.
+@dataclass
+class Plan:
+    """The documents a run does: those of ``files`` still to do, or ``limit`` / ``sample`` of them.
 
     Args:
-        pending: makes a :class:`Pending` over the corpus, limited to the given ids (or not, for ``None``).
-        n: how many.
-        seed: the random seed.
+        files, writer, verify: as for :class:`Pending`.
+        limit: only the first ``limit`` pending documents.
+        sample: only ``sample`` pending documents, at random (``seed``); not with ``limit``.
+        on_failure: called with each file that cannot be read, once (by the first pass that meets it).
 
-    Returns:
-        The :class:`Pending` of the first pass (it counted what is done), and the ids chosen; iterate
-        ``pending(set(ids))`` for the documents.
+    Attributes:
+        chosen: the ids ``sample`` chose, in input order.
     """
-    scan = pending(None)
-    ids = [document.id for document in scan]  # one document in memory at a time
-    chosen = set(random.Random(seed).sample(ids, min(n, len(ids))))
-    return scan, [i for i in ids if i in chosen]
+
+    files: list[CorpusFile]
+    writer: OutputWriter
+    limit: int | None = None
+    sample: int | None = None
+    seed: int = 0
+    verify: bool = False
+    on_failure: Callable[[LoadFailure], None] | None = None
+    chosen: list[str] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.sample is not None:
+            raise ValueError("limit and sample exclude each other")
+        self._scan: Pending | None = None
+        if self.sample is not None:
+            self._scan = self._pending(None)
+            ids = [document.id for document in self._scan]  # one document in memory at a time
+            chosen = set(random.Random(self.seed).sample(ids, min(self.sample, len(ids))))
+            self.chosen = [i for i in ids if i in chosen]
+
+    def _pending(self, only: set[str] | None) -> Pending:
+        report, self.on_failure = self.on_failure, None  # only the first pass reports
+        return Pending(self.files, self.writer, verify=self.verify, on_failure=report, only=only)
+
+    def documents(self) -> tuple[Pending, Iterable[Document]]:
+        """A new pass: its :class:`Pending` (for ``stamps``, ``expected``) and the documents it hands out."""
+        pending = self._pending(None if self.chosen is None else set(self.chosen))
+        return pending, pending if self.limit is None else itertools.islice(pending, self.limit)
+
+    def total(self, pending: Pending) -> int:
+        """How many documents the pass ``pending`` hands out, as far as is known yet."""
+        if self.chosen is not None:
+            return len(self.chosen)
+        return pending.expected if self.limit is None else min(self.limit, pending.expected)
+
+    def skipped(self, pending: Pending) -> int:
+        """Documents passed over because they are done (counted over the whole corpus for a sample)."""
+        return (self._scan or pending).skipped

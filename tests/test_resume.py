@@ -29,7 +29,7 @@ from insights import corpus
 from insights.corpus import CorpusReader, list_corpus
 from insights.ledger import Ledger, file_stamp
 from insights.output import OutputWriter, read_jsonl, sidecar
-from insights.pending import Pending, first, sample
+from insights.pending import Pending, Plan
 from insights.testing.server import ReferenceServer
 
 srv, cli_env, seed_dir, seeds = faults.srv, faults.cli_env, faults.seed_dir, faults.seeds
@@ -371,9 +371,10 @@ def test_pending_reads_a_file_only_when_the_next_document_is_asked_for(tmp_path,
     reads.clear()
     with OutputWriter(out) as w:
         w.resume(None, MODEL, PROMPT, overwrite=False)
-        pending = Pending(list_corpus(folder), w)
-        assert pending.expected == 4  # the one done is known from its stamp, without reading it
-        assert len(list(first(pending, 2))) == 2 and len(reads) == 2 and pending.skipped == 1
+        plan = Plan(list_corpus(folder), w, limit=2)
+        pending, documents = plan.documents()
+        assert pending.expected == 4 and plan.total(pending) == 2  # the one done is known from its stamp
+        assert len(list(documents)) == 2 and len(reads) == 2 and pending.skipped == 1
 
 
 def test_listing_walks_folders_as_before_in_one_scandir_per_folder(tmp_path):
@@ -421,12 +422,13 @@ def test_sample_is_seeded_and_in_input_order(tmp_path):
     files = list_corpus(folder)
     with OutputWriter(tmp_path / "out.jsonl") as w:
         w.resume(None, MODEL, PROMPT, overwrite=False)
-        make = lambda only: Pending(files, w, only=only)  # noqa: E731
-        scan, ids = sample(make, 4, seed=7)
-        again = sample(make, 4, seed=7)[1]
-        other = sample(make, 4, seed=8)[1]
-        assert ids == again and ids == sorted(ids) and len(set(ids)) == 4 and ids != other
-        assert [d.id for d in make(set(ids))] == ids and scan.skipped == 0
+        plan = Plan(files, w, sample=4, seed=7)
+        ids = plan.chosen or []
+        assert ids == Plan(files, w, sample=4, seed=7).chosen and ids != Plan(files, w, sample=4, seed=8).chosen
+        assert ids == sorted(ids) and len(set(ids)) == 4
+        for _ in range(2):  # a plan can be walked again
+            pending, documents = plan.documents()
+            assert [d.id for d in documents] == ids and plan.total(pending) == 4 and plan.skipped(pending) == 0
 
 
 # ====================================================================== streaming start (item 5)
