@@ -26,8 +26,9 @@ after its content changed) are *superseded*, and the output drops them, with the
 next closed or resumed.
 
 Checking the output costs O(ledger), not O(output): :meth:`Ledger.check` compares the output's size with
-the end of the last block, and checks that the last block's bytes still hash to its ``sha256`` and end a
-line. Anything else (lines without blocks, from an older version; a gap; a file shorter than the ledger
+the end of the last block, and checks that the last block's bytes still hash to its ``sha256``. A longer
+output ends with bytes no ledger line covers (a kill between a document's lines and its ledger line): they
+are cut off. Anything else (lines without blocks, from an older version; a gap; a file shorter than the ledger
 says; a damaged last block; a ledger line that does not parse; a result key twice) sends the resume down
 the slow path of :mod:`insights.output`, which reads every line and repairs. With ``verify``, every
 block is hashed (the whole output is read, but no line is parsed).
