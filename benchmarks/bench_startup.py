@@ -83,6 +83,7 @@ def commands(src: Path, rounds: int) -> None:
     )
     cases = [
         ("python -c 'import insights'", f"import sys, insights\n{SDKS}", []),
+        ("the SDKs alone: import openai, instructor", f"import sys, openai, instructor\n{SDKS}", []),
         ("insights --help", cli, ["--help"]),
         ("insights extract --help", cli, ["extract", "--help"]),
         ("insights estimate seeds/", cli, ["estimate", str(SEEDS_DIR)]),
