@@ -39,7 +39,7 @@ from .errors import CacheError, ConfigError, DocumentError, InsightsError, Outpu
 from .output import OutputWriter
 from .pending import Pending, Plan
 from .prompts import load_prompts
-from .spend import SpendCap, usd
+from .spend import SpendCap, error_cost, usd
 
 EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_WRITE, EXIT_BUDGET, EXIT_INTERRUPTED = 1, 2, 3, 4, 5, 130
 #: Seconds between commits of finished documents to the output (see :mod:`insights.output`).
@@ -157,8 +157,7 @@ class _Progress:
             rejected = len(outcome.result.rejected)
             note = f"{doc}: {lines} insights{', %d rejected' % rejected if rejected else ''}{cached}"
         else:
-            own = getattr(outcome.error, "cost_usd", None)
-            self.spent += own if isinstance(own, (int, float)) else 0.0
+            self.spent += error_cost(outcome.error) or 0.0
             self.failed += not getattr(outcome.error, "fatal", False)
             note = scrub(f"{doc}: FAILED {type(outcome.error).__name__}: {outcome.error}")
         if self._bar is not None:

@@ -12,8 +12,8 @@ During the run, :meth:`SpendCap.admit` lets a document start only while what has
 estimated cost of finished documents' calls, cache hits free) plus the estimates of the documents in
 flight plus its own stays within the cap. The first document refused ends the stream: no document starts
 after it, those in flight finish and are saved, and :attr:`SpendCap.stopped` is set (the command exits
-with code 5). A failed document counts its own spend if its error carries ``cost_usd``, else its
-estimate (a failure may have paid for answers that were then rejected).
+with code 5). A failed document counts its own spend if its error carries it (``error.usage.cost_usd``),
+else its estimate (a failure may have paid for answers that were then rejected).
 
 Costs are estimates from the price table (:mod:`insights.pricing`), not the provider's invoice.
 """
@@ -30,7 +30,13 @@ from .errors import ConfigError
 from .estimate import Estimate, Estimator
 from .pricing import cost, load_prices
 
-__all__ = ["SpendCap", "usd"]
+__all__ = ["SpendCap", "error_cost", "usd"]
+
+
+def error_cost(error: BaseException | None) -> float | None:
+    """What a failed document's calls cost, if its error says (``error.usage.cost_usd``)."""
+    value = getattr(getattr(error, "usage", None), "cost_usd", None)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def usd(amount: float) -> str:
@@ -114,5 +120,5 @@ class SpendCap:
         if outcome.result is not None:
             self.spent += outcome.result.provenance.usage.cost_usd or 0.0
         else:
-            own = getattr(outcome.error, "cost_usd", None)
-            self.spent += own if isinstance(own, (int, float)) else estimated
+            own = error_cost(outcome.error)
+            self.spent += own if own is not None else estimated

@@ -161,3 +161,23 @@ def test_progress_lines_show_the_spend_and_the_failures_so_far(srv, cli_env, see
         assert line.endswith(f" | ${spent:.4f} spent, {failed} failed"), line
         assert (f"{doc.id}: FAILED" in line) == (doc.id == failing)
     assert re.search(r"\$0\.\d{4} spent, 1 failed$", lines[-1])
+
+
+def test_a_failed_document_counts_what_its_error_says_it_spent_else_its_estimate() -> None:
+    from types import SimpleNamespace
+
+    from insights.batch import Outcome
+    from insights.spend import SpendCap
+
+    text = "# R{0}\n\nThe lab ran pilot {0} with the city."
+    docs = [insights.parse_document(text.format(i), doc_id=f"r{i}") for i in range(3)]
+    cap = SpendCap(1.0, insights.resolve_settings(env={}, no_cache=True))
+    assert [d.id for d in cap.gate(docs[:2])] == ["r0", "r1"]
+    paid = insights.TransportError("HTTP 500", attempts=5)
+    paid.usage = SimpleNamespace(cost_usd=0.25)  # type: ignore[attr-defined]  # as the client records it
+    cap.finished(Outcome(docs[0], error=paid))
+    assert cap.spent == 0.25
+    cap.finished(Outcome(docs[1], error=insights.TransportError("reset", attempts=5)))
+    assert cap.spent == pytest.approx(0.25 + estimates(docs)["r1"])  # unknown: its estimate, to be safe
+    cap.spent = 0.999999
+    assert not cap.admit(docs[2]) and cap.stopped and not cap.admit(docs[2])
