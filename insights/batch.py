@@ -32,14 +32,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from .client import ModelClient
 from .config import Settings, resolve_settings
 from .documents import Document
 from .errors import ConnectionFailed, EndpointUnreachable, InsightsError, ModelError
 from .extract import PendingDocument
 from .schema import DocumentInsights
+
+if TYPE_CHECKING:  # the client (openai, instructor) is imported when a model is first called
+    from .client import ModelClient
 
 DEFAULT_CONCURRENCY = 8
 T = TypeVar("T")
@@ -142,6 +144,8 @@ def extract_many(
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency!r}")
     limiter = RateLimiter(rpm, tpm) if rpm is not None or tpm is not None else None
+    from .client import ModelClient
+
     owned = client is None
     client = client or ModelClient(settings or resolve_settings())
     if owned:

@@ -5,12 +5,19 @@ Exit codes: 0 success; 1 some documents failed or some files could not be read (
 2 bad usage, settings or input, or the output is held by another run or holds another model's results
 (nothing was asked); 3 the run was stopped by a fatal error (wrong key, no access, no quota, unknown model,
 unreachable endpoint); 4 the run was stopped because an output file could not be written (disk full, I/O
-error): finished documents are saved and consistent, rerun to resume; 130 interrupted.
+error): finished documents are saved and consistent, rerun to resume; 5 the spending cap (``--max-cost``)
+stopped the run, before it started (the estimate is above the cap: nothing was asked) or before it
+finished (the documents finished are saved; rerun with a higher cap to go on); 130 interrupted.
 
 Options and settings are checked before anything is created: a bad value, a missing key or an unreadable
 price table leaves no output file, and ``extract`` asks the endpoint once whether it serves the model
 (:meth:`insights.client.ModelClient.check`, skipped offline) before it creates any file or sends any
 document.
+
+``extract`` streams: it lists the inputs, resumes the output from its ledger, and reads each document
+only when a request slot is free for it (:mod:`insights.pending`), so the first request goes out before
+the corpus is read, and a finished run decides it has nothing to do without reading its output. The
+model SDKs are imported only by the commands that call a model.
 """
 
 from __future__ import annotations
@@ -18,27 +25,32 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import json
 import logging
 import math
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO, cast
 
 from . import __version__
 from .batch import DEFAULT_CONCURRENCY, Outcome, RunSummary, extract_many
 from .cache import Cache
-from .client import ModelClient
 from .config import DEFAULT_MAX_TOKENS, MIN_CHUNK_CHARS, MODES, Settings, resolve_settings
-from .corpus import LoadFailure, load_corpus, scan_corpus
+from .corpus import LoadFailure, iter_corpus, list_corpus, load_corpus, scan_corpus
+from .documents import Document
 from .errors import CacheError, ConfigError, DocumentError, InsightsError, OutputError, OutputWriteError, scrub
 from .output import OutputWriter
+from .pending import Pending, Plan
 from .prompts import load_prompts
+from .spend import SpendCap, error_cost, usd
 
-EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_WRITE, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
+EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_WRITE, EXIT_BUDGET, EXIT_INTERRUPTED = 1, 2, 3, 4, 5, 130
+#: Seconds between commits of finished documents to the output (see :mod:`insights.output`).
+COMMIT_INTERVAL = 0.25
 #: Unreadable files named one by one on the terminal before the rest are only counted.
 SHOWN_FAILURES = 10
 REPLAY_NOTICE = (
@@ -49,6 +61,20 @@ REPLAY_NOTICE = (
 
 def _say(message: str) -> None:
     print(scrub(message), file=sys.stderr, flush=True)
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: the model client (openai, instructor) is imported only when a command calls a model.
+    if name == "ModelClient":
+        from .client import ModelClient
+
+        return ModelClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _client_class() -> Any:
+    """``ModelClient``, as this module has it (tests put a fake clock into it)."""
+    return globals().get("ModelClient") or __getattr__("ModelClient")
 
 
 class _ScrubSecrets(logging.Filter):
@@ -139,37 +165,45 @@ def _open_cache(settings: Settings) -> tuple[Settings, Cache | None]:
 
 
 class _Progress:
-    """A rich progress bar on a terminal, plain log lines otherwise."""
+    """A rich progress bar on a terminal, plain log lines otherwise; both show the estimated spend and the
+    documents failed so far. The total may change as the inputs are read (see :mod:`insights.pending`)."""
 
     def __init__(self, total: int, quiet: bool) -> None:
-        self.total, self.quiet, self.n = total, quiet, 0
+        self.total, self.quiet, self.n, self.spent, self.failed = total, quiet, 0, 0.0, 0
         self._bar: Any = None
         if not quiet and sys.stderr.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._bar = Progress(
                 TextColumn("extract"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                TextColumn("${task.fields[spent]:.4f}"), TextColumn("{task.fields[failed]} failed"),
                 TextColumn("{task.fields[last]}"), transient=False,
             )  # fmt: skip
             self._bar.start()
-            self._task = self._bar.add_task("extract", total=total, last="")
+            self._task = self._bar.add_task("extract", total=total, last="", spent=0.0, failed=0)
 
-    def update(self, outcome: Outcome, lines: int) -> None:
+    def update(self, outcome: Outcome, lines: int, total: int | None = None) -> None:
         self.n += 1
+        self.total = max(self.n, total if total is not None else self.total)
         doc = outcome.document.id
         if outcome.result is not None:
             usage = outcome.result.provenance.usage
+            self.spent += usage.cost_usd or 0.0
             cached = " (cache)" if usage.calls and usage.cached_calls == usage.calls else ""
             rejected = len(outcome.result.rejected)
             note = f"{doc}: {lines} insights{', %d rejected' % rejected if rejected else ''}{cached}"
         else:
+            self.spent += error_cost(outcome.error) or 0.0
+            self.failed += not getattr(outcome.error, "fatal", False)
             note = scrub(f"{doc}: FAILED {type(outcome.error).__name__}: {outcome.error}")
         if self._bar is not None:
-            self._bar.update(self._task, advance=1, last=note[:60])
+            self._bar.update(
+                self._task, advance=1, total=self.total, last=note[:60], spent=self.spent, failed=self.failed
+            )
             if outcome.error is not None:
                 self._bar.console.print(note)
         elif not self.quiet:
-            _say(f"[{self.n}/{self.total}] {note}")
+            _say(f"[{self.n}/{self.total}] {note} | ${self.spent:.4f} spent, {self.failed} failed")
 
     def close(self) -> None:
         if self._bar is not None:
@@ -193,12 +227,68 @@ def _count_spend(summary: RunSummary, outcome: Outcome) -> None:
         summary.cost_usd += usage.cost_usd or 0.0
 
 
+def _run(
+    documents: Iterable[Document],
+    pending: Pending,
+    plan: Plan,
+    writer: OutputWriter,
+    cap: SpendCap | None,
+    progress: _Progress,
+    client: Any,
+    args: argparse.Namespace,
+) -> tuple[RunSummary, int, BaseException | None, OutputWriteError | None]:
+    """Extract, write and count every document; returns the summary, the lines written, and the fatal
+    error or write error that stopped the run, if any."""
+    summary, lines, fatal, broken = RunSummary(), 0, None, None
+    try:
+        for outcome in extract_many(documents, concurrency=args.concurrency, client=client, rpm=args.rpm, tpm=args.tpm):
+            stamp = pending.stamps.pop(outcome.document.id, None)
+            if cap is not None:
+                cap.finished(outcome)
+            written = 0
+            try:
+                if outcome.result is not None:
+                    written = writer.write(outcome.document, outcome.result, stamp=stamp)
+                elif not getattr(outcome.error, "fatal", False):
+                    writer.write_error(outcome.document, outcome.error)  # type: ignore[arg-type]
+            except OutputWriteError as exc:
+                _count_spend(summary, outcome)
+                broken = exc
+                break
+            summary.add(outcome)
+            lines += written
+            progress.update(outcome, written, plan.total(pending))
+    except InsightsError as exc:
+        if not getattr(exc, "fatal", False):
+            raise
+        fatal = exc
+    finally:
+        try:
+            writer.commit()
+        except OutputWriteError as exc:
+            broken = broken or exc
+    if broken is not None:
+        summary.done = writer.saved  # documents written after the last commit were not saved
+    return summary, lines, fatal, broken
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out = None if args.output in (None, "-") else Path(args.output)
     # Paths are checked before any file (cache, lock, output) is created.
-    writer = OutputWriter(out, errors=Path(args.errors) if args.errors else None, stream=sys.stdout)
+    writer = OutputWriter(
+        out, errors=Path(args.errors) if args.errors else None, stream=sys.stdout, commit_interval=COMMIT_INTERVAL
+    )
     writer.refuse_unsafe_paths(args.paths)
+    unreadable: list[LoadFailure] = []
+
+    def report(failure: LoadFailure) -> None:
+        # Named even with -q: they are not progress but problems.
+        writer.write_failure(failure)
+        unreadable.append(failure)
+        if len(unreadable) <= SHOWN_FAILURES:
+            _say(f"unreadable, skipped: {failure.error}")
+
     with contextlib.ExitStack() as stack:
         settings = _settings_from(args)
         cache: Cache | None
@@ -210,49 +300,43 @@ def cmd_extract(args: argparse.Namespace) -> int:
             settings, cache = _open_cache(settings)
         if cache is not None:
             stack.callback(cache.close)
-        corpus = scan_corpus(args.paths)
-        documents, unreadable = corpus.documents, corpus.failures
-        if not documents and not unreadable:
+        files = list_corpus(args.paths)
+        if not files:
             raise DocumentError(" ".join(args.paths), "no documents found")
         # The client before any file: no key, no endpoint or a bad price table is a usage error that
         # leaves nothing behind; then the endpoint and model, once, before the first document.
-        client = stack.enter_context(ModelClient(settings, cache=cache))
+        client = stack.enter_context(_client_class()(settings, cache=cache))
         client.check()
+        cap = SpendCap(args.max_cost, settings) if args.max_cost is not None else None
 
         stack.enter_context(writer)
-        done = writer.resume(documents, settings.model, load_prompts().version, overwrite=args.overwrite)
+        writer.resume(None, settings.model, load_prompts().version, overwrite=args.overwrite, verify=args.verify)
         for message in writer.repairs:
             _say(f"resume: {message}")
-        for failure in unreadable:
-            writer.write_failure(failure)
-        _report_unreadable(unreadable)
-        todo = [d for d in documents if d.id not in done]
-        progress = _Progress(len(todo), args.quiet)
-        stack.callback(progress.close)
-
+        plan = Plan(
+            files, writer, limit=args.limit, sample=args.sample, seed=args.seed, verify=args.verify, on_failure=report
+        )
+        if cap is not None:
+            cap.plan(plan.documents()[1])
+            refusal = cap.refusal()
+            if refusal is not None:
+                _say(f"not started: {refusal}")
+                return EXIT_BUDGET
+        pending, documents = plan.documents()
+        stream = iter(cap.gate(documents) if cap is not None else documents)
+        head = next(stream, None)
         summary, lines, fatal, broken = RunSummary(), 0, None, None
-        try:
-            for outcome in extract_many(todo, concurrency=args.concurrency, client=client, rpm=args.rpm, tpm=args.tpm):
-                written = 0
-                try:
-                    if outcome.result is not None:
-                        written = writer.write(outcome.document, outcome.result)
-                    elif not getattr(outcome.error, "fatal", False):
-                        writer.write_error(outcome.document, outcome.error)  # type: ignore[arg-type]
-                except OutputWriteError as exc:
-                    _count_spend(summary, outcome)
-                    broken = exc
-                    break
-                summary.add(outcome)
-                lines += written
-                progress.update(outcome, written)
-        except InsightsError as exc:
-            if not getattr(exc, "fatal", False):
-                raise
-            fatal = exc
+        if head is not None:
+            progress = _Progress(plan.total(pending), args.quiet)
+            stack.callback(progress.close)
+            run = _run(itertools.chain([head], stream), pending, plan, writer, cap, progress, client, args)
+            summary, lines, fatal, broken = run
+        skipped = plan.skipped(pending)
 
+    if len(unreadable) > SHOWN_FAILURES:
+        _say(f"... and {len(unreadable) - SHOWN_FAILURES} more unreadable file(s), listed in the errors file")
     _say(
-        f"done {summary.done}, failed {summary.failed}, unreadable {len(unreadable)}, skipped {len(done)} (already "
+        f"done {summary.done}, failed {summary.failed}, unreadable {len(unreadable)}, skipped {skipped} (already "
         f"in the output), from cache {summary.from_cache}; {lines} insights written; "
         f"tokens in {summary.input_tokens:,} out {summary.output_tokens:,}; "
         f"estimated cost {_cost(summary, settings.model)}; wall time {time.perf_counter() - started:.1f}s"
@@ -262,7 +346,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     if broken is not None:
         _say(
             f"stopped: {broken}. The {summary.done} document(s) finished before are saved, each with its ledger "
-            "line; the one being written is not (it will be redone). Free some space (or fix the disk) and run "
+            "line; those being written are not (they will be redone). Free some space (or fix the disk) and run "
             "the same command again to resume."
         )
         return EXIT_WRITE
@@ -272,6 +356,13 @@ def cmd_extract(args: argparse.Namespace) -> int:
             "fix the cause and run the same command again to resume."
         )
         return EXIT_FATAL
+    if cap is not None and cap.stopped:
+        _say(
+            f"stopped: the next document would take the estimated spend ({usd(cap.spent)} so far) past --max-cost "
+            f"{usd(cap.cap)}. The {summary.done} document(s) finished are saved; run the same command with a "
+            "higher --max-cost to go on."
+        )
+        return EXIT_BUDGET
     if summary.failed or unreadable:
         _say(
             f"{summary.failed} document(s) failed and {len(unreadable)} file(s) could not be read: see "
@@ -293,8 +384,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     settings = resolve_settings(model=args.model, chunk_chars=args.chunk_chars, prices_path=args.prices, no_cache=True)
-    documents = load_corpus(args.paths)
-    e = estimate(documents, settings, output_tokens_per_call=args.output_tokens)
+    e = estimate(iter_corpus(args.paths), settings, output_tokens_per_call=args.output_tokens)
     cost = "unknown (no price for this model; see --prices)" if e.cost_usd is None else f"${e.cost_usd:,.4f}"
     batch = "unknown (no batch price; see --prices)" if e.batch_cost_usd is None else f"${e.batch_cost_usd:,.4f}"
     rows = [
@@ -425,7 +515,7 @@ def _model_labels(args: argparse.Namespace, found: list[Any], records: list[dict
             settings, cache = _open_cache(settings)
         if cache is not None:
             stack.callback(cache.close)
-        client = stack.enter_context(ModelClient(settings, cache=cache))
+        client = stack.enter_context(_client_class()(settings, cache=cache))
         return label_with_model(found, records, client)
 
 
@@ -487,7 +577,7 @@ Works with OpenAI, and with Azure OpenAI's v1 API through --base-url (a Global B
 """
 
 
-def _batch_client(args: argparse.Namespace, stack: contextlib.ExitStack) -> ModelClient:
+def _batch_client(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
     settings = resolve_settings(
         model=args.model, base_url=args.base_url, cache_path=args.cache, max_retries=args.max_retries,
         reasks=getattr(args, "reasks", None), chunk_chars=getattr(args, "chunk_chars", None), prices_path=args.prices,
@@ -496,7 +586,7 @@ def _batch_client(args: argparse.Namespace, stack: contextlib.ExitStack) -> Mode
         raise ConfigError("the Batch API needs the network and the cache: unset INSIGHTS_OFFLINE / INSIGHTS_NO_CACHE")
     cache = Cache(settings.cache_path)
     stack.callback(cache.close)
-    return stack.enter_context(ModelClient(settings, cache=cache))
+    return stack.enter_context(_client_class()(settings, cache=cache))
 
 
 def _jobs_table(jobs: Sequence[Any]) -> None:
@@ -771,6 +861,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--tpm", type=_positive, metavar="N", help="at most N input tokens per minute")
     ex.add_argument("--replay", metavar="FILE", help="answer only from a recorded replay file (offline, no key needed)")
     ex.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _spend_options(ex)
     _model_options(ex)
     _cache_options(ex)
     ex.add_argument("--offline", action="store_true", help="never touch the network; a cache miss fails that document")
@@ -1060,6 +1151,45 @@ def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
             for sub in dict.fromkeys(action.choices.values()):
                 found.extend(_parsers(sub))
     return found
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _usd(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of US dollars, 0 or more, not {text!r}")
+    return value
+
+
+def _spend_options(p: argparse.ArgumentParser) -> None:
+    """Trying a few documents first, capping the spend, and how much a resumed run trusts."""
+    few = p.add_mutually_exclusive_group()
+    few.add_argument(
+        "--limit", type=_count, metavar="N", help="do only the first N documents still to do (input order), then stop"
+    )
+    few.add_argument(
+        "--sample", type=_count, metavar="N", help="do N documents still to do, chosen at random (see --seed)"
+    )
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of --sample (default 0)")
+    p.add_argument(
+        "--max-cost",
+        type=_usd,
+        metavar="USD",
+        help="refuse to start if the estimate for the documents to do is above USD, and start no document that "
+        "would take the estimated spend past it (exit 5; needs the model's price)",
+    )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="on resume, read and hash every input file and check every output line against the ledger "
+        "(by default a file with unchanged path, size and modification time is not read again)",
+    )
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:

@@ -8,6 +8,12 @@ never stops the others. :func:`load_corpus` and :func:`iter_corpus` raise the fi
 hand each to ``on_error``). :func:`corpus_files` only lists the files; :func:`picks_up` says whether the
 inputs would read a given path (the CLI refuses outputs that a rerun would read as input).
 
+Reading lazily: :func:`list_corpus` lists the files with their ids (:class:`CorpusFile`) without reading
+any (ids depend on every file's path, not on contents), and a :class:`CorpusReader` reads them one at a
+time, as a run needs them, keeping document ids unique across the files it reads or skips. This is how
+``insights extract`` starts its first request before the rest of the corpus is read, and never holds the
+whole corpus in memory. ``iter_corpus`` and ``scan_corpus`` are built on them.
+
 Inputs: a folder is walked recursively in sorted order, skipping hidden files and folders (names
 starting with ``.``); a glob (``*``, ``?``, ``[``; ``**`` recurses) is expanded in sorted order, also
 skipping hidden names; a file named explicitly is always read. A file reached twice is read once. A
@@ -53,9 +59,12 @@ from .errors import DocumentError
 
 __all__ = [
     "Corpus",
+    "CorpusFile",
+    "CorpusReader",
     "LoadFailure",
     "corpus_files",
     "iter_corpus",
+    "list_corpus",
     "load_corpus",
     "picks_up",
     "scan_corpus",
@@ -63,6 +72,8 @@ __all__ = [
 
 Paths = Iterable[str | os.PathLike[str]] | str | os.PathLike[str]
 _MAGIC = frozenset("*?[")
+#: Files read as records, several documents each (see insights.documents and insights.converters).
+RECORD_SUFFIXES = frozenset({".jsonl", ".ndjson", ".csv", ".tsv"})
 #: How many bad JSONL records one failure's message names before it says "and N more".
 _REASONS_SHOWN = 5
 
@@ -102,12 +113,30 @@ def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _walk(folder: Path) -> list[Path]:
-    found: list[Path] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not _hidden(d))
-        found.extend(Path(root, f) for f in files if not _hidden(f))
-    return sorted(found, key=lambda p: p.relative_to(folder).parts)
+def _walk(folder: Path) -> Iterator[tuple[Path, str, str]]:
+    """Every file under ``folder`` as (path, path relative to ``folder`` with ``/``, real path), hidden
+    names skipped, symbolic links to folders not followed (as :func:`os.walk`), ordered by the relative
+    path's components. One ``scandir`` per folder; a file's real path is its folder's plus its name
+    unless it is itself a link."""
+
+    def visit(directory: str, real: str, prefix: str) -> Iterator[tuple[Path, str, str]]:
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            if _hidden(entry.name):
+                continue
+            link = entry.is_symlink()
+            if entry.is_dir():
+                if not link:
+                    yield from visit(entry.path, os.path.join(real, entry.name), prefix + entry.name + "/")
+            else:
+                key = os.path.realpath(entry.path) if link else os.path.join(real, entry.name)
+                yield Path(entry.path), prefix + entry.name, key
+
+    return visit(os.fspath(folder), os.path.realpath(folder), "")
 
 
 def _is_glob(item: str) -> bool:
@@ -136,8 +165,8 @@ def _entries(paths: Paths) -> list[_Entry]:
     result: list[_Entry] = []
     seen: set[str] = set()
 
-    def add(p: Path, source: str) -> None:
-        key = os.path.realpath(p)
+    def add(p: Path, source: str, key: str | None = None) -> None:
+        key = key or os.path.realpath(p)
         if key not in seen:
             seen.add(key)
             result.append(_Entry(p, source))
@@ -148,8 +177,8 @@ def _entries(paths: Paths) -> list[_Entry]:
         except TypeError as e:
             raise DocumentError(repr(item), "not a file path") from e
         if p.is_dir():
-            for f in _walk(p):
-                add(f, f.relative_to(p).as_posix())
+            for f, relative, real in _walk(p):
+                add(f, relative, real)
         elif p.exists():
             add(p, os.fspath(item))
         elif _is_glob(str(item)):
@@ -159,8 +188,8 @@ def _entries(paths: Paths) -> list[_Entry]:
             root = _glob_root(os.fspath(item))
             for match in matches:
                 mp = Path(match)
-                for f in _walk(mp) if mp.is_dir() else [mp]:
-                    add(f, _relative(f, root))
+                for f, _, real in _walk(mp) if mp.is_dir() else [(mp, "", "")]:
+                    add(f, _relative(f, root), real)
         else:
             raise DocumentError(item, "no such file or folder")
     return result
@@ -183,7 +212,8 @@ def corpus_files(paths: Paths) -> list[Path]:
 
 def _stem(path: Path) -> str:
     name = path.name
-    return (path.stem if path.suffix else name) or name
+    dot = name.rfind(".")
+    return name[:dot] if 0 < dot < len(name) - 1 else name  # as Path.stem, without parsing the path again
 
 
 def _without_suffix(posix_path: str) -> str:
@@ -193,35 +223,79 @@ def _without_suffix(posix_path: str) -> str:
 
 def _ids(entries: list[_Entry]) -> list[str]:
     """Each file's id (for JSONL: the prefix of its records' default ids); see the module docstring."""
-    choices = []
-    for e in entries:
+
+    def choice(e: _Entry, level: int) -> str:
+        if level == 0:
+            return _stem(e.path)
         found = e.path.as_posix()
-        choices.append([_stem(e.path), _without_suffix(e.source), e.source, _without_suffix(found), found])
+        return [_without_suffix(e.source), e.source, _without_suffix(found), found][level - 1]
+
     level = [0] * len(entries)
+    ids = [choice(e, 0) for e in entries]
     while True:
-        ids = [c[n] for c, n in zip(choices, level, strict=True)]
         counts = Counter(ids)
-        clashing = [i for i, x in enumerate(ids) if counts[x] > 1 and level[i] < len(choices[i]) - 1]
+        clashing = [i for i, x in enumerate(ids) if counts[x] > 1 and level[i] < 4]
         if not clashing:
             return ids
         for i in clashing:
             level[i] += 1
+            ids[i] = choice(entries[i], level[i])
 
 
-def _iter_items(paths: Paths) -> Iterator[Document | LoadFailure]:
+@dataclass(frozen=True)
+class CorpusFile:
+    """One file of a corpus, listed but not read.
+
+    Attributes:
+        path: the file, as found.
+        source: its path relative to the input it was found under (see the module docstring).
+        id: the id of its document (for a file of records: the prefix of their default ids).
+    """
+
+    path: Path
+    source: str
+    id: str
+
+    @property
+    def holds_one(self) -> bool:
+        """Whether the file holds one document (it is not JSONL, NDJSON, CSV or TSV)."""
+        return self.path.suffix.lower() not in RECORD_SUFFIXES
+
+
+def list_corpus(paths: Paths) -> list[CorpusFile]:
+    """The files under ``paths`` with their ids, in reading order; nothing is read.
+
+    Raises:
+        DocumentError: a path that does not exist, or a pattern that matches nothing.
+    """
     entries = _entries(paths)
-    seen: dict[str, str] = {}
-    for entry, base in zip(entries, _ids(entries), strict=True):
+    return [CorpusFile(e.path, e.source, base) for e, base in zip(entries, _ids(entries), strict=True)]
+
+
+class CorpusReader:
+    """Reads listed files one at a time; a record whose id an earlier document (read or skipped) already
+    has is refused, as in :func:`scan_corpus`."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, str] = {}
+
+    def skip(self, file: CorpusFile) -> None:
+        """Pass over a one-document file without reading it (its id stays taken)."""
+        self._seen.setdefault(file.id, str(file.path))
+
+    def read(self, file: CorpusFile) -> Iterator[Document | LoadFailure]:
+        """The file's documents (each with its ``source``), then one :class:`LoadFailure` if it, or some of
+        its records, could not be read."""
         problems: list[str] = []
         try:
-            for item in read_file(entry.path, base):
+            for item in read_file(file.path, file.id):
                 if isinstance(item, DocumentError):
                     problems.append(item.reason)
-                elif item.id in seen:
-                    problems.append(f"duplicate document id {item.id!r} (already read from {seen[item.id]})")
+                elif item.id in self._seen:
+                    problems.append(f"duplicate document id {item.id!r} (already read from {self._seen[item.id]})")
                 else:
-                    seen[item.id] = str(entry.path)
-                    yield dataclasses.replace(item, source=entry.source)
+                    self._seen[item.id] = str(file.path)
+                    yield dataclasses.replace(item, source=file.source)
         except DocumentError as e:
             problems.append(e.reason)
         if problems:
@@ -230,7 +304,13 @@ def _iter_items(paths: Paths) -> Iterator[Document | LoadFailure]:
                 shown = "; ".join(problems[:_REASONS_SHOWN])
                 more = len(problems) - _REASONS_SHOWN
                 reason = f"{len(problems)} records could not be read: {shown}" + (f"; {more} more" if more > 0 else "")
-            yield LoadFailure(base, str(entry.path), entry.source, DocumentError(entry.path, reason))
+            yield LoadFailure(file.id, str(file.path), file.source, DocumentError(file.path, reason))
+
+
+def _iter_items(paths: Paths) -> Iterator[Document | LoadFailure]:
+    reader = CorpusReader()
+    for file in list_corpus(paths):
+        yield from reader.read(file)
 
 
 def scan_corpus(paths: Paths) -> Corpus:

@@ -3,7 +3,11 @@
 No network: the prompts are rendered exactly as a run would send them and counted with tiktoken when it
 is installed and its encoding is available offline, otherwise with a characters/4 approximation (the
 report says which). Output tokens cannot be known in advance; an assumed number per call is used and
-reported. The cost is given at synchronous prices and at Batch API prices (``insights batch``).
+reported. The cost is given at synchronous prices and at Batch API prices (``insights batch``). Cache
+hits are not foreseen: the estimate is what the run would cost with an empty cache.
+
+:class:`Estimator` adds documents one at a time (the corpus never has to be in memory) and gives each
+document's own estimated cost; ``insights extract --max-cost`` uses it for the documents still to do.
 """
 
 from __future__ import annotations
@@ -60,6 +64,52 @@ class Estimate:
         return max(0, self.raw_tokens - self.clean_tokens)
 
 
+class Estimator:
+    """Counts documents one at a time; :meth:`result` is the :class:`Estimate` of those added so far.
+
+    Args:
+        settings: model, chunk size and prices come from here.
+        output_tokens_per_call: assumed answer length.
+    """
+
+    def __init__(self, settings: Settings, *, output_tokens_per_call: int = DEFAULT_OUTPUT_TOKENS_PER_CALL) -> None:
+        self.settings, self.output_tokens_per_call = settings, output_tokens_per_call
+        self._name, self._count = tokenizer(settings.model)
+        self._tool = self._count(json.dumps(GroundedExtraction.model_json_schema()))
+        self._prices = load_prices(settings.prices_path)
+        self.documents = self.chunks = self.input_tokens = self.raw_tokens = self.clean_tokens = 0
+
+    def add(self, document: Document) -> float | None:
+        """Count one document; returns its estimated cost in USD (``None``: the model has no price)."""
+        parts = chunks_for(document, self.settings)
+        tokens = sum(self._tool + sum(self._count(m["content"]) for m in messages_for(document, c)) for c in parts)
+        clean_tokens = self._count(document.text)
+        self.documents += 1
+        self.chunks += len(parts)
+        self.input_tokens += tokens
+        self.clean_tokens += clean_tokens
+        # Raw size is only known in characters; scale by this document's own chars-per-token.
+        self.raw_tokens += round(document.raw_chars * clean_tokens / max(1, len(document.text)))
+        return cost(self.settings.model, tokens, len(parts) * self.output_tokens_per_call, self._prices)
+
+    def result(self) -> Estimate:
+        """The figures for every document added."""
+        output_tokens = self.chunks * self.output_tokens_per_call
+        return Estimate(
+            model=self.settings.model,
+            tokenizer=self._name,
+            documents=self.documents,
+            chunks=self.chunks,
+            calls=self.chunks,
+            input_tokens=self.input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=cost(self.settings.model, self.input_tokens, output_tokens, self._prices),
+            batch_cost_usd=cost(self.settings.model, self.input_tokens, output_tokens, self._prices, batch=True),
+            raw_tokens=self.raw_tokens,
+            clean_tokens=self.clean_tokens,
+        )
+
+
 def estimate(
     documents: Iterable[Document],
     settings: Settings,
@@ -69,35 +119,11 @@ def estimate(
     """Count what extracting ``documents`` with ``settings`` would send, without sending anything.
 
     Args:
-        documents: loaded documents.
+        documents: loaded documents (an iterator is consumed one document at a time).
         settings: model, chunk size and prices come from here.
         output_tokens_per_call: assumed answer length.
     """
-    name, count = tokenizer(settings.model)
-    tool = count(json.dumps(GroundedExtraction.model_json_schema()))
-    docs = chunks = input_tokens = raw = clean = 0
+    estimator = Estimator(settings, output_tokens_per_call=output_tokens_per_call)
     for document in documents:
-        docs += 1
-        parts = chunks_for(document, settings)
-        chunks += len(parts)
-        for chunk in parts:
-            input_tokens += tool + sum(count(m["content"]) for m in messages_for(document, chunk))
-        clean_tokens = count(document.text)
-        clean += clean_tokens
-        # Raw size is only known in characters; scale by this document's own chars-per-token.
-        raw += round(document.raw_chars * clean_tokens / max(1, len(document.text)))
-    output_tokens = chunks * output_tokens_per_call
-    prices = load_prices(settings.prices_path)
-    return Estimate(
-        model=settings.model,
-        tokenizer=name,
-        documents=docs,
-        chunks=chunks,
-        calls=chunks,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cost_usd=cost(settings.model, input_tokens, output_tokens, prices),
-        batch_cost_usd=cost(settings.model, input_tokens, output_tokens, prices, batch=True),
-        raw_tokens=raw,
-        clean_tokens=clean,
-    )
+        estimator.add(document)
+    return estimator.result()

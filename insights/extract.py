@@ -23,11 +23,10 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .chunking import Chunk, split
-from .client import CallLedger, ModelClient
 from .config import Settings, resolve_settings
 from .documents import Document, redact_emails
 from .errors import InsightsError, InvalidOutput, OutputRejected, RequestRejected
@@ -42,6 +41,9 @@ from .schema import (
 )
 
 log = logging.getLogger("insights.extract")
+
+if TYPE_CHECKING:  # the client (openai, instructor) is imported when a model is first called
+    from .client import CallLedger, ModelClient
 
 
 def chunks_for(document: Document, settings: Settings) -> list[Chunk]:
@@ -177,6 +179,8 @@ def extract(
         CacheMiss: offline mode and the answer is not cached.
         ConfigError: no key and no endpoint.
     """
+    from .client import ModelClient
+
     owned = client is None or not isinstance(client, ModelClient)
     if client is None:
         client = ModelClient(settings or resolve_settings(model=model))
@@ -214,6 +218,8 @@ class PendingDocument:
     """
 
     def __init__(self, document: Document, settings: Settings) -> None:
+        from .client import CallLedger
+
         self.document = document
         self.chunks = chunks_for(document, settings)
         self.started = time.perf_counter()

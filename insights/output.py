@@ -11,8 +11,10 @@ A run with ``-o OUT.jsonl`` writes three files (the two sidecars are named after
                          input it was found under; see :mod:`insights.corpus`), and ``content_hash``,
                          ``model``, ``prompt_version``. See :class:`insights.schema.InsightRecord`.
 ``OUT.documents.jsonl``  one line per finished document: its ``counts``, ``rejected`` insights with
-                         reasons, and ``provenance``. It is also the run's ledger: a document is done when
-                         its line is here.
+                         reasons, ``provenance``, ``block`` (where its lines are in ``OUT.jsonl``) and,
+                         for a file holding one document, ``stamp`` (the file's size and modification
+                         time). It is also the run's ledger: a document is done when its line is here.
+                         The fields resuming reads, and their contract, are in :mod:`insights.ledger`.
 ``OUT.errors.jsonl``     one line per document (or unreadable file) whose latest attempt failed and that
                          is not done: ``document_id``, ``path``, ``source``, ``error_type``, ``message``,
                          ``attempts``, ``retryable``, ``status``, ``last_output`` (truncated), ``usage`` (tokens
@@ -26,20 +28,40 @@ One model and prompt version per output: if the ledger holds results of another 
 than this run's, :meth:`~OutputWriter.resume` refuses (``OutputError``) before anything is changed or
 asked; ``overwrite`` starts over instead. A document whose content changed is simply redone.
 
-Crash safety: a document's insight lines are written in one ``write`` and fsynced, and only then its
-ledger line (also fsynced). If either write fails (a full disk, an I/O error), both files are cut back
-to where they were and :class:`~insights.errors.OutputWriteError` is raised: a document is in the ledger
-only if its lines are in the output. Files that are rewritten (on resume, and the errors file at the end)
-are written to a temporary file, fsynced, and renamed over the old one: a kill or a full disk at any
-moment leaves either the old file or the new one, never an empty or half one.
+Crash safety: a document's insight lines are written in one ``write``; its ledger line is written only
+once those lines are on disk (fsynced), and is fsynced too. Documents are *committed* in groups: with
+``commit_interval`` 0 (the default) each document is committed before :meth:`~OutputWriter.write`
+returns; with ``commit_interval`` T > 0 (the command line uses 0.25 s), a document is committed at once
+if the previous commit is older than T, else with the next one that is, or when ``commit_max`` documents
+wait, or at :meth:`~OutputWriter.commit` / :meth:`~OutputWriter.close`. A commit is one fsync of
+``OUT.jsonl``, one ``write`` of the waiting ledger lines and one fsync of the ledger, so the ledger line
+still comes only after its lines are durable. A kill loses the results not yet committed (at most
+``commit_max`` documents, finished within T of each other): they are redone, from the cache. If a write
+or a commit fails (a full disk, an I/O error), both files are cut back to the last commit and
+:class:`~insights.errors.OutputWriteError` is raised: a document is in the ledger only if its lines are in
+the output. Files that are rewritten (on resume, and the errors file at the end) are written to a
+temporary file, fsynced, and renamed over the old one: a kill or a full disk at any moment leaves either
+the old file or the new one, never an empty or half one.
 
-Resume (unless ``overwrite``) keeps exactly one copy of the lines of each document in the ledger whose
-content hash, prompt version and model are unchanged, and reports those documents as done. It drops a
-torn last line, lines without a ledger line (a kill between the two writes), and stale results of an
-edited document. It also repairs files that older versions could leave when two runs shared an output:
-a ledger line repeated is kept once; a document whose lines appear several times over (identical
-copies) is kept once; a document whose lines do not match its ledger line's counts (missing lines, or
-copies that differ) loses both and is redone. So each document's lines are there exactly once.
+Resume (unless ``overwrite``) costs O(ledger), not O(output): the ledger is read, and its ``block``
+fields are checked against the output's size and last block (:meth:`insights.ledger.Ledger.check`). Bytes
+after the last recorded block (lines of a document killed before its ledger line, a torn line) are cut
+off, and so is a torn last ledger line. Superseded results (the latest ledger line for a document id wins;
+an earlier one is the result of content since edited) are dropped with their lines when the output is
+closed or resumed, by copying blocks, without parsing lines. Which documents are done is then asked per
+document (:meth:`~OutputWriter.is_done`, :meth:`~OutputWriter.unchanged`), so the run's inputs can be
+read lazily: the result of a document whose content changed stays until the document is redone (a run
+stopped or limited before that keeps it). Given the documents up front, :meth:`~OutputWriter.resume`
+also returns which are done and drops at once the results of those whose content changed.
+
+Only when the check fails (files of an older version without ``block``, or damaged files) does resume
+read every line, and repair: it keeps exactly one copy of the lines of each ledger document, drops lines
+without a ledger line, and repairs what older versions could leave when two runs shared an output: a
+ledger line repeated is kept once; a document whose lines appear several times over (identical copies) is
+kept once; a document whose lines do not match its ledger line's counts (missing lines, or copies that
+differ), or whose ledger line has a ``block`` hash its lines no longer have (altered in place), loses
+both and is redone. It then rewrites both files with ``block`` fields, so the next resume is fast. So
+each document's lines are there exactly once, as they were written.
 
 The errors file is never emptied before its replacement is safely written: resume keeps the records of
 documents that are not done, this run appends its own failures as they happen, and closing rewrites it
@@ -48,9 +70,11 @@ atomically with the latest record per document, without the documents done by th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -62,11 +86,12 @@ from .corpus import LoadFailure, picks_up
 from .documents import Document, redact_emails
 from .errors import DocumentError, InsightsError, ModelError, OutputError, OutputWriteError, scrub
 from .ids import insight_id
+from .ledger import Entry, FileStamp, Ledger, ResultKey, block_of, key_of
 from .lock import OutputLock, lock_path
 from .schema import DocumentInsights, InsightRecord
 
-#: What makes a finished result reusable: (document id, content hash, prompt version, model).
-ResultKey = tuple[str, str, str, str]
+__all__ = ["OutputWriter", "ResultKey", "read_jsonl", "read_records", "sidecar"]
+
 MAX_LAST_OUTPUT = 2_000
 _KINDS = ("barrier", "enabler", "champion", "failed_experiment")
 
@@ -175,15 +200,6 @@ def read_records(path: str | os.PathLike[str]) -> Iterator[InsightRecord]:
         yield InsightRecord.model_validate(value)
 
 
-def _key_of(line: dict[str, Any]) -> ResultKey:
-    return (
-        str(line.get("document_id", "")),
-        str(line.get("content_hash", "")),
-        str(line.get("prompt_version", "")),
-        str(line.get("model", "")),
-    )
-
-
 def _expected_lines(ledger_line: dict[str, Any]) -> int | None:
     """How many insight lines a ledger line says its document has (``None``: it does not say)."""
     counts = ledger_line.get("counts")
@@ -230,15 +246,24 @@ class OutputWriter:
     ``out`` may be ``None`` to write insight lines to ``stream`` instead (no resume, no ledger; the
     errors file, if ``errors`` is given, is locked and kept as described).
 
+    Args:
+        commit_interval: seconds; 0 commits each document in :meth:`write`, more groups commits (see the
+            module docstring).
+        commit_max: documents that may wait for a commit.
+
     Attributes:
         repairs: what :meth:`resume` repaired, one sentence each (empty when nothing was wrong).
+        saved: documents committed by this writer.
     """
 
     out: Path | None
     errors: Path | None = None
     documents: Path | None = None
     stream: IO[str] | None = None
+    commit_interval: float = 0.0
+    commit_max: int = 64
     repairs: list[str] = field(default_factory=list, init=False)
+    saved: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         if self.out is not None:
@@ -251,6 +276,12 @@ class OutputWriter:
         self._lock: OutputLock | None = None
         self._written: set[tuple[str, str]] = set()
         self._started = False  # resume() succeeded: close() may compact the errors file
+        self._ledger = Ledger()
+        self._run: tuple[str, str] = ("", "")  # (model, prompt version)
+        self._waiting: list[tuple[Entry, tuple[str, str], bytes]] = []  # written, not yet committed
+        self._committed = 0  # the output's size at the last commit
+        self._last_commit = -float("inf")
+        self._superseded = False
 
     def files(self) -> list[Path]:
         """Every file this writer may create: the output, its sidecars, the lock and temporary files."""
@@ -291,24 +322,48 @@ class OutputWriter:
                 )
 
     # ----------------------------------------------------------------------------------------- resume
-    def resume(self, documents: Iterable[Document], model: str, prompt_version: str, *, overwrite: bool) -> set[str]:
+    def resume(
+        self,
+        documents: Iterable[Document] | None,
+        model: str,
+        prompt_version: str,
+        *,
+        overwrite: bool,
+        verify: bool = False,
+    ) -> set[str]:
         """Lock the output, prepare the files for a run, and return the ids of documents already done.
 
         Args:
-            documents: the run's inputs.
+            documents: the run's inputs; or ``None`` to ask :meth:`is_done` / :meth:`unchanged` per
+                document later (their inputs need not be read up front; the result is then empty).
             model, prompt_version: what this run would produce results with.
             overwrite: start over, emptying every file.
+            verify: check every line's bytes against the ledger (reads the whole output once).
 
         Raises:
             OutputError: another run holds the output; or the output holds results of another model or
                 prompt version (and not ``overwrite``).
             OutputWriteError: a file could not be rewritten (the old one is left as it was).
         """
-        done = self._resume(documents, model, prompt_version, overwrite=overwrite)
+        self._run = (model, prompt_version)
+        done = self._resume(documents, model, prompt_version, overwrite=overwrite, verify=verify)
+        if self.out is not None:
+            self._committed = _size(self.out)
         self._started = True
         return done
 
-    def _resume(self, documents: Iterable[Document], model: str, prompt_version: str, *, overwrite: bool) -> set[str]:
+    def is_done(self, document: Document) -> bool:
+        """Whether ``document``, as it is now, has a result in the output (after :meth:`resume`)."""
+        return self._ledger.done(document, *self._run)
+
+    def unchanged(self, document_id: str, path: str, stamp: FileStamp | None) -> bool:
+        """Whether the one-document file ``path`` is done without reading it: its latest result came from
+        that path when it had this ``stamp`` (see :mod:`insights.ledger` for the trade-off)."""
+        return self._ledger.unchanged(document_id, path, stamp, *self._run)
+
+    def _resume(
+        self, documents: Iterable[Document] | None, model: str, prompt_version: str, *, overwrite: bool, verify: bool
+    ) -> set[str]:
         target = self.out or self.errors
         if target is None:
             return set()
@@ -327,38 +382,31 @@ class OutputWriter:
             for path in (self.out, self.documents, self.errors):
                 self._rewrite(path, [])
             return set()
-        ledger_lines = list(read_jsonl(self.documents))
-        self._refuse_other_results(ledger_lines, model, prompt_version)
-        wanted = {d.id: result_key(d, model, prompt_version) for d in documents}
-        ledger: dict[ResultKey, dict[str, Any]] = {}
-        repeated = 0
-        for line in ledger_lines:
-            key = _key_of(line)
-            # A finished result stays unless this run has the same document with other content.
-            if key[0] in wanted and wanted[key[0]] != key:
-                continue
-            repeated += key in ledger
-            ledger.setdefault(key, line)
-        lines: dict[ResultKey, list[dict[str, Any]]] = {}
-        for line in read_jsonl(self.out):
-            if _key_of(line) in ledger:
-                lines.setdefault(_key_of(line), []).append(line)
-        kept = self._repair(ledger, lines)
-        if repeated:
-            self.repairs.append(f"{repeated} repeated ledger line(s) kept once")
-        self._rewrite_if_changed(self.out, [line for key in ledger for line in kept.get(key, [])])
-        self._rewrite_if_changed(self.documents, list(ledger.values()))
-        done = {key[0] for key in ledger}
+        ledger = Ledger.read(self.documents)
+        self._refuse_other_results(ledger, model, prompt_version)
+        wanted = None if documents is None else {d.id: result_key(d, model, prompt_version) for d in documents}
+        check = ledger.check(self.out, verify=verify)
+        if check.verdict == "repair":
+            ledger = self._repair_files(wanted)
+        else:
+            if ledger.torn:
+                _truncate(self.documents, ledger.size)
+            if check.verdict == "tail":
+                _truncate(self.out, check.end)
+            stale = {e.document_id for e in ledger if wanted and wanted.get(e.document_id, e.key) != e.key}
+            if stale or ledger.superseded():
+                ledger = self._compact(stale)
+            for path in (self.out, self.documents):
+                if not path.exists():  # an empty run still leaves (empty) files
+                    self._rewrite(path, [])
+        self._ledger = ledger
+        done = ledger.ids()
         previous = self._latest_errors()
         self._rewrite_if_changed(self.errors, [r for r in previous if str(r.get("document_id", "")) not in done])
-        return {key[0] for key in ledger if key[0] in wanted}
+        return {i for i in wanted if i in done} if wanted else set()
 
-    def _refuse_other_results(self, ledger_lines: list[dict[str, Any]], model: str, prompt_version: str) -> None:
-        others = Counter(
-            (str(line.get("model", "")), str(line.get("prompt_version", "")))
-            for line in ledger_lines
-            if (line.get("model"), line.get("prompt_version")) != (model, prompt_version)
-        )
+    def _refuse_other_results(self, ledger: Ledger, model: str, prompt_version: str) -> None:
+        others = Counter((e.key[3], e.key[2]) for e in ledger if e.key[2:] != (prompt_version, model))
         if not others:
             return
         (old_model, old_prompt), _ = others.most_common(1)[0]
@@ -369,6 +417,66 @@ class OutputWriter:
             "them, or write to another -o."
         )
 
+    def _compact(self, stale: set[str]) -> Ledger:
+        """Drop superseded results and those of ``stale`` documents, copying the other blocks as they are."""
+        assert self.out is not None and self.documents is not None
+        lines = list(read_jsonl(self.documents))  # a torn last line was cut off before
+        latest = {key_of(line)[0]: i for i, line in enumerate(lines)}
+        kept = [line for i, line in enumerate(lines) if latest[key_of(line)[0]] == i and key_of(line)[0] not in stale]
+        tmp = self.out.with_name(self.out.name + ".tmp")
+        ledger = Ledger()
+        try:
+            with open(self.out, "rb") as src, open(tmp, "wb") as dst:
+                for line in kept:
+                    block = line["block"]
+                    src.seek(block["offset"])
+                    data = src.read(block["length"])
+                    line["block"] = block_of(dst.tell(), data)
+                    dst.write(data)
+                    ledger.add(Entry.of(line))
+                dst.flush()
+                os.fsync(dst.fileno())
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            _unlink(tmp)
+            raise OutputWriteError(f"cannot write {self.out}: {_why(exc)}") from exc
+        # The output first: a kill between the two renames leaves a ledger that says more than the output
+        # holds, which the next resume repairs on its slow path.
+        _replace(tmp, self.out)
+        self._rewrite(self.documents, kept)
+        return ledger
+
+    def _repair_files(self, wanted: dict[str, ResultKey] | None) -> Ledger:
+        """The slow path: read every line, keep each finished document's lines once, rewrite both files."""
+        assert self.out is not None and self.documents is not None
+        lines_in = list(read_jsonl(self.documents))
+        latest = {key_of(line)[0]: key_of(line) for line in lines_in}
+        ledger: dict[ResultKey, dict[str, Any]] = {}
+        repeated = 0
+        for line in lines_in:
+            key = key_of(line)
+            if latest[key[0]] != key or (wanted and key[0] in wanted and wanted[key[0]] != key):
+                continue  # superseded, or the result of content this run has edited
+            repeated += key in ledger
+            ledger.setdefault(key, line)
+        lines: dict[ResultKey, list[dict[str, Any]]] = {}
+        for line in read_jsonl(self.out):
+            if key_of(line) in ledger:
+                lines.setdefault(key_of(line), []).append(line)
+        kept = self._repair(ledger, lines)
+        if repeated:
+            self.repairs.append(f"{repeated} repeated ledger line(s) kept once")
+        body, index = bytearray(), Ledger()
+        for key, entry in ledger.items():
+            data = _dumps(kept.get(key, []))
+            entry["block"] = block_of(len(body), data)
+            body += data
+            index.add(Entry.of(entry))
+        self._rewrite_if_changed(self.out, [], bytes(body))
+        self._rewrite_if_changed(self.documents, list(ledger.values()))
+        return index
+
     def _repair(
         self, ledger: dict[ResultKey, dict[str, Any]], lines: dict[ResultKey, list[dict[str, Any]]]
     ) -> dict[ResultKey, list[dict[str, Any]]]:
@@ -378,22 +486,25 @@ class OutputWriter:
         for key, entry in list(ledger.items()):
             found = lines.get(key, [])
             n = _expected_lines(entry)
-            if n is None or len(found) == n:
-                kept[key] = found
-                continue
-            single = _one_copy(found, len(found) // n) if n and found and len(found) % n == 0 else None
+            single = found if n is None or len(found) == n else None
+            if single is None and n and found and len(found) % n == 0:
+                single = _one_copy(found, len(found) // n)
+                doubled += [key[0]] if single is not None else []
+            digest = (Entry.of(entry).block or (0, 0, ""))[2]
+            if single is not None and digest and hashlib.sha256(_dumps(single)).hexdigest() != digest:
+                single = None  # not the lines that were written (the ledger line recorded their hash)
             if single is not None:
                 kept[key] = single
-                doubled.append(key[0])
             else:
                 del ledger[key]
                 redone.append(key[0])
+        doubled = [d for d in doubled if d not in redone]
         if doubled:
             self.repairs.append(f"{len(doubled)} document(s) whose lines were there several times kept once")
         if redone:
             self.repairs.append(
-                f"{len(redone)} document(s) whose lines did not match the ledger (missing, or differing copies) "
-                f"dropped and to be redone: {', '.join(redone[:5])}{' ...' if len(redone) > 5 else ''}"
+                f"{len(redone)} document(s) whose lines did not match the ledger (missing, altered, or differing "
+                f"copies) dropped and to be redone: {', '.join(redone[:5])}{' ...' if len(redone) > 5 else ''}"
             )
         return kept
 
@@ -405,8 +516,8 @@ class OutputWriter:
                 latest[_error_key(record)] = record
         return list(latest.values())
 
-    def _rewrite_if_changed(self, path: Path, lines: list[dict[str, Any]]) -> None:
-        body = _dumps(lines)
+    def _rewrite_if_changed(self, path: Path, lines: list[dict[str, Any]], body: bytes | None = None) -> None:
+        body = body if body is not None else _dumps(lines)
         try:
             current = path.read_bytes() if path.exists() else None
         except OSError as exc:
@@ -423,14 +534,10 @@ class OutputWriter:
                 fp.write(body)
                 fp.flush()
                 os.fsync(fp.fileno())
-            os.replace(tmp, path)
         except OSError as exc:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
+            _unlink(tmp)
             raise OutputWriteError(f"cannot write {path}: {_why(exc)}") from exc
-        _sync_folder(path.parent)
+        _replace(tmp, path)
 
     # ----------------------------------------------------------------------------------------- writes
     def _fd(self, path: Path) -> int:
@@ -443,25 +550,33 @@ class OutputWriter:
                 raise OutputWriteError(f"cannot open {path} for writing: {_why(exc)}") from exc
         return self._fds[path]
 
-    def _append(self, path: Path, data: bytes) -> int:
-        """Append ``data`` and fsync; on failure cut the file back and raise. Returns the old size."""
+    def _append(self, path: Path, data: bytes, *, sync: bool = True) -> int:
+        """Append ``data`` (and fsync); on failure cut the file back and raise. Returns the old size."""
         fd = self._fd(path)
         start = os.lseek(fd, 0, os.SEEK_END)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         except OSError as exc:
             _cut(fd, start)
             raise OutputWriteError(f"cannot write {path}: {_why(exc)}") from exc
         return start
 
-    def write(self, document: Document, result: DocumentInsights) -> int:
-        """Write one document's insight lines, then its ledger line; return the number of insight lines.
+    def write(self, document: Document, result: DocumentInsights, *, stamp: FileStamp | None = None) -> int:
+        """Write one document's insight lines, and its ledger line once they are durable; return the
+        number of insight lines.
+
+        Args:
+            document, result: the document and its result.
+            stamp: the document's file as :func:`insights.ledger.file_stamp` saw it before it was read, for
+                a file that holds this one document only (lets a resumed run skip reading it).
 
         Raises:
-            OutputWriteError: the disk refused; neither file keeps any part of this document.
+            OutputWriteError: the disk refused; neither file keeps any part of this document, nor of the
+                documents written since the last commit.
         """
         lines = insight_records(document, result)
         if self.out is None:
@@ -470,16 +585,54 @@ class OutputWriter:
                 self.stream.flush()
             self._written.add((document.id, str(document.path)))
             return len(lines)
-        assert self.documents is not None
-        start = self._append(self.out, _dumps(lines)) if lines else None
+        data = _dumps(lines)
         try:
-            self._append(self.documents, _dumps([document_record(document, result)]))
+            start = self._append(self.out, data, sync=False)
         except OutputWriteError:
-            if start is not None:
-                _cut(self._fds[self.out], start)
+            try:
+                self.commit()  # the documents written before this one are whole: keep them
+            except OutputWriteError:
+                pass
             raise
-        self._written.add((document.id, str(document.path)))
+        record = document_record(document, result)
+        record["block"] = block_of(start, data)
+        if stamp is not None:
+            record["stamp"] = {"size": stamp[0], "mtime_ns": stamp[1]}
+        previous = self._ledger.latest(document.id)
+        self._superseded |= previous is not None and previous.key != key_of(record)
+        self._waiting.append((Entry.of(record), (document.id, str(document.path)), _dumps([record])))
+        due = self.commit_interval <= 0 or len(self._waiting) >= self.commit_max
+        if due or time.monotonic() - self._last_commit >= self.commit_interval:
+            self.commit()
         return len(lines)
+
+    def commit(self) -> None:
+        """Make the documents written so far durable and record them in the ledger (see the module
+        docstring); nothing to do if none is waiting.
+
+        Raises:
+            OutputWriteError: the disk refused; both files are cut back to the previous commit, and the
+                waiting documents are not recorded (a rerun redoes them).
+        """
+        if not self._waiting or self.out is None:
+            return
+        assert self.documents is not None
+        waiting, self._waiting = self._waiting, []
+        try:
+            try:
+                os.fsync(self._fd(self.out))
+            except OSError as exc:
+                raise OutputWriteError(f"cannot write {self.out}: {_why(exc)}") from exc
+            self._append(self.documents, b"".join(line for _, _, line in waiting))
+        except OutputWriteError:
+            _cut(self._fd(self.out), self._committed)
+            raise
+        self._committed = os.lseek(self._fd(self.out), 0, os.SEEK_END)
+        self._last_commit = time.monotonic()
+        for entry, written, _ in waiting:
+            self._ledger.add(entry)
+            self._written.add(written)
+        self.saved += len(waiting)
 
     def write_error(self, document: Document | None, error: BaseException, *, document_id: str = "") -> None:
         """Record one failed document in the errors file."""
@@ -493,16 +646,27 @@ class OutputWriter:
             self._append(self.errors, _dumps([record]))
 
     def close(self) -> None:
-        """Close every file, compact the errors file, and release the lock.
+        """Commit what waits, drop superseded results, close every file, compact the errors file, and
+        release the lock.
 
         The errors file is rewritten (atomically) with the latest record per document, without the
         documents written by this run. If that fails (a full disk), it is left as it was: still valid,
-        and compacted by the next run.
+        and compacted by the next run; so are superseded results.
+
+        Raises:
+            OutputWriteError: the last commit failed (everything else is still done).
         """
+        failed: OutputWriteError | None = None
+        try:
+            self.commit()
+        except OutputWriteError as exc:
+            failed = exc
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
         try:
+            if self._started and self._superseded and failed is None:
+                self._ledger = self._compact(set())
             if self._started and self.errors is not None and self.errors.exists():
                 done = self._written
                 records = [r for r in self._latest_errors() if _error_key(r) not in done]
@@ -510,15 +674,51 @@ class OutputWriter:
         except OutputError:
             pass
         finally:
-            self._started = False
+            self._started = self._superseded = False
             if self._lock is not None:
                 self._lock.release()
+        if failed is not None:
+            raise failed
 
     def __enter__(self) -> OutputWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        _unlink(tmp)
+        raise OutputWriteError(f"cannot write {path}: {_why(exc)}") from exc
+    _sync_folder(path.parent)
+
+
+def _truncate(path: Path, size: int) -> None:
+    """Cut bytes off the end of a file (a torn line, lines of a document never recorded)."""
+    try:
+        with open(path, "r+b") as fp:
+            fp.truncate(size)
+            fp.flush()
+            os.fsync(fp.fileno())
+    except OSError as exc:
+        raise OutputWriteError(f"cannot write {path}: {_why(exc)}") from exc
 
 
 def _cut(fd: int, size: int) -> None:

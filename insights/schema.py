@@ -317,6 +317,21 @@ class Counts(BaseModel):
     rejected: int = Field(default=0, description="Insights proposed by the model and not kept (see rejected).")
 
 
+class Block(BaseModel):
+    """Where a document's lines are in ``OUT.jsonl`` (see insights.ledger)."""
+
+    offset: int = Field(ge=0, description="Byte offset of the document's first line in OUT.jsonl.")
+    length: int = Field(ge=0, description="Bytes of its lines, written in one write (0: no lines).")
+    sha256: str = Field(description="SHA-256 (hex) of those bytes.")
+
+
+class FileStamp(BaseModel):
+    """The document's file as os.stat saw it before it was read (see insights.ledger)."""
+
+    size: int = Field(ge=0, description="Size in bytes.")
+    mtime_ns: int = Field(description="Modification time, in nanoseconds since the epoch.")
+
+
 class LedgerRecord(BaseModel):
     """One line of ``OUT.documents.jsonl``: a finished document (the run's ledger).
 
@@ -337,6 +352,10 @@ class LedgerRecord(BaseModel):
     counts: Counts = Field(default_factory=Counts, description="Insights kept per kind, and rejected.")
     rejected: list[Rejected] = Field(default_factory=list, description="Every insight not kept, with the reason.")
     provenance: Provenance = Field(description="Model, prompt and library versions, tokens, cost and time.")
+    block: Block | None = Field(default=None, description="Where the document's lines are in OUT.jsonl.")
+    stamp: FileStamp | None = Field(
+        default=None, description="The file as it was before it was read (files of one document only)."
+    )
 
 
 class ErrorRecord(BaseModel):
