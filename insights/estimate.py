@@ -4,6 +4,11 @@ No network: the prompts are rendered exactly as a run would send them and counte
 is installed and its encoding is available offline, otherwise with a characters/4 approximation (the
 report says which). Output tokens cannot be known in advance; an assumed number per call is used and
 reported. The cost is given at synchronous prices and at Batch API prices (``insights batch``).
+
+Input tokens are split into the **fixed prompt** every call repeats (the system message, the tool schema
+and the user message's template around the document: :func:`fixed_prompt_tokens`) and the **text** (the
+chunk and its metadata lines: everything else). The fixed part is what prompt caching and a shorter
+prompt save.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from .documents import Document
 from .extract import chunks_for, messages_for
 from .grounding import GroundedExtraction
 from .pricing import cost, load_prices
+from .prompts import render_messages
 
 DEFAULT_OUTPUT_TOKENS_PER_CALL = 700
 
@@ -53,11 +59,53 @@ class Estimate:
     batch_cost_usd: float | None
     raw_tokens: int
     clean_tokens: int
+    fixed_tokens_per_call: int = 0
+
+    @property
+    def fixed_prompt_tokens(self) -> int:
+        """Input tokens that every call repeats (system message, tool schema, user template), all calls."""
+        return self.fixed_tokens_per_call * self.calls
+
+    @property
+    def text_tokens(self) -> int:
+        """Input tokens that are the documents' own (chunk text and metadata lines)."""
+        return max(0, self.input_tokens - self.fixed_prompt_tokens)
+
+    def as_dict(self) -> dict[str, object]:
+        """The figures as one JSON object (``insights estimate --json``)."""
+        return {
+            "model": self.model,
+            "documents": self.documents,
+            "chunks": self.chunks,
+            "calls": self.calls,
+            "input_tokens": self.input_tokens,
+            "fixed_prompt_tokens": self.fixed_prompt_tokens,
+            "fixed_prompt_tokens_per_call": self.fixed_tokens_per_call,
+            "text_tokens": self.text_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": self.cost_usd,
+            "batch_cost_usd": self.batch_cost_usd,
+            "raw_tokens": self.raw_tokens,
+            "clean_tokens": self.clean_tokens,
+            "tokenizer": self.tokenizer,
+        }
 
     @property
     def noise_tokens_saved(self) -> int:
         """Tokens that cleaning (HTML, entities, base64 images, tags) kept away from the model."""
         return max(0, self.raw_tokens - self.clean_tokens)
+
+
+def tool_schema_json() -> str:
+    """The tool schema as sent with every call (the JSON schema of the extraction tool)."""
+    return json.dumps(GroundedExtraction.model_json_schema())
+
+
+def fixed_prompt_tokens(count: Callable[[str], int]) -> int:
+    """Tokens every call sends whatever the document: the system message, the tool schema, and the user
+    message rendered for an empty document with no metadata (its template and delimiter lines)."""
+    empty = render_messages(document_id="", title="", text="")
+    return count(tool_schema_json()) + sum(count(m["content"]) for m in empty)
 
 
 def estimate(
@@ -74,7 +122,7 @@ def estimate(
         output_tokens_per_call: assumed answer length.
     """
     name, count = tokenizer(settings.model)
-    tool = count(json.dumps(GroundedExtraction.model_json_schema()))
+    tool = count(tool_schema_json())
     docs = chunks = input_tokens = raw = clean = 0
     for document in documents:
         docs += 1
@@ -100,4 +148,5 @@ def estimate(
         batch_cost_usd=cost(settings.model, input_tokens, output_tokens, prices, batch=True),
         raw_tokens=raw,
         clean_tokens=clean,
+        fixed_tokens_per_call=fixed_prompt_tokens(count),
     )
