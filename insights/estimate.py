@@ -97,8 +97,9 @@ class Estimate:
 
 
 def tool_schema_json() -> str:
-    """The tool schema as sent with every call (the JSON schema of the extraction tool)."""
-    return json.dumps(GroundedExtraction.model_json_schema())
+    """The tool schema as sent with every call: the extraction tool's JSON schema, serialized compactly as
+    the HTTP client sends request bodies."""
+    return json.dumps(GroundedExtraction.model_json_schema(), separators=(",", ":"), ensure_ascii=False)
 
 
 def fixed_prompt_tokens(count: Callable[[str], int]) -> int:
