@@ -20,7 +20,7 @@ does not enforce them: an answer over a cap is kept whole, since nothing the mod
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, TypeAlias, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -96,7 +96,8 @@ class FactorDraft(_Draft):
 
 
 #: Barriers and enablers have one shape, sent once in the schema (the list they are in says which).
-BarrierDraft = EnablerDraft = FactorDraft
+BarrierDraft: TypeAlias = FactorDraft
+EnablerDraft: TypeAlias = FactorDraft
 
 
 class ChampionDraft(_Draft):

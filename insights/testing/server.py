@@ -1131,21 +1131,22 @@ class ReferenceServer:
             if isinstance(limit, int) and limit > 0:
                 completion_tokens = limit
         prompt_tokens = max(1, request.prompt_chars // 4)
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        if action == "prompt_cached":
+            usage["prompt_tokens_details"] = {"cached_tokens": prompt_tokens // 2}
         completion = {
             "id": f"chatcmpl-{digest[:24]}",
             "object": "chat.completion",
             "created": CREATED,
             "model": str(body.get("model", MODEL_ID)),
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+            "usage": usage,
             "system_fingerprint": "fp_reference",
         }
-        if action == "prompt_cached":
-            completion["usage"]["prompt_tokens_details"] = {"cached_tokens": prompt_tokens // 2}
         return _dumps(completion)
 
 
