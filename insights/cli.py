@@ -385,6 +385,9 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     settings = resolve_settings(model=args.model, chunk_chars=args.chunk_chars, prices_path=args.prices, no_cache=True)
     e = estimate(iter_corpus(args.paths), settings, output_tokens_per_call=args.output_tokens)
+    if args.json:
+        print(json.dumps(e.as_dict()))
+        return 0
     cost = "unknown (no price for this model; see --prices)" if e.cost_usd is None else f"${e.cost_usd:,.4f}"
     batch = "unknown (no batch price; see --prices)" if e.batch_cost_usd is None else f"${e.batch_cost_usd:,.4f}"
     rows = [
@@ -393,6 +396,11 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         ("chunks", f"{e.chunks:,}"),
         ("calls (no re-asks)", f"{e.calls:,}"),
         ("input tokens", f"{e.input_tokens:,}"),
+        (
+            "  fixed prompt",
+            f"{e.fixed_prompt_tokens:,} ({e.fixed_tokens_per_call:,} a call: system, tool schema, template)",
+        ),
+        ("  document text", f"{e.text_tokens:,}"),
         ("output tokens (assumed)", f"{e.output_tokens:,} ({args.output_tokens} a call)"),
         ("estimated cost", cost),
         ("estimated cost (batch)", f"{batch} with `insights batch`"),
@@ -918,6 +926,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="assumed output tokens a call (default 700)",
     )
     es.add_argument("--prices", metavar="FILE", help="JSON price table {model: {input, output}} in $ per 1M tokens")
+    es.add_argument("--json", action="store_true", help="print the figures as one JSON object, for scripts")
     es.set_defaults(func=cmd_estimate)
 
     ev = sub.add_parser(

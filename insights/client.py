@@ -997,7 +997,8 @@ class ModelClient:
         rejected: OutputRejected | None = None,
     ) -> None:
         tin, tout = _tokens(completion, "prompt_tokens"), _tokens(completion, "completion_tokens")
-        price = cost(self.model, tin, tout, self.prices)
+        # Prompt tokens the provider served from its prompt cache are priced at the cached-input rate.
+        price = cost(self.model, tin, tout, self.prices, cached_input_tokens=_cached_tokens(completion))
         ledger.calls += 1
         ledger.cached_calls += int(cached)
         if not cached:
@@ -1159,6 +1160,14 @@ def _plain(obj: Any) -> dict[str, Any]:
 def _tokens(completion: Any, name: str) -> int:
     usage = getattr(completion, "usage", None)
     return int(getattr(usage, name, 0) or 0) if usage is not None else 0
+
+
+def _cached_tokens(completion: Any) -> int:
+    """Prompt tokens served from the provider's prompt cache (``usage.prompt_tokens_details.cached_tokens``)."""
+    details = getattr(getattr(completion, "usage", None), "prompt_tokens_details", None)
+    if isinstance(details, dict):  # a stored answer re-read without the SDK's types
+        return int(details.get("cached_tokens") or 0)
+    return int(getattr(details, "cached_tokens", 0) or 0)
 
 
 def _ends_mid_json(failure: InstructorRetryException, why: str) -> str:

@@ -8,6 +8,11 @@ hits are not foreseen: the estimate is what the run would cost with an empty cac
 
 :class:`Estimator` adds documents one at a time (the corpus never has to be in memory) and gives each
 document's own estimated cost; ``insights extract --max-cost`` uses it for the documents still to do.
+
+Input tokens are split into the **fixed prompt** every call repeats (the system message, the tool schema
+and the user message's template around the document: :func:`fixed_prompt_tokens`) and the **text** (the
+chunk and its metadata lines: everything else). The fixed part is what prompt caching and a shorter
+prompt save.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from .documents import Document
 from .extract import chunks_for, messages_for
 from .grounding import GroundedExtraction
 from .pricing import cost, load_prices
+from .prompts import render_messages
 
 DEFAULT_OUTPUT_TOKENS_PER_CALL = 700
 
@@ -57,11 +63,54 @@ class Estimate:
     batch_cost_usd: float | None
     raw_tokens: int
     clean_tokens: int
+    fixed_tokens_per_call: int = 0
+
+    @property
+    def fixed_prompt_tokens(self) -> int:
+        """Input tokens that every call repeats (system message, tool schema, user template), all calls."""
+        return self.fixed_tokens_per_call * self.calls
+
+    @property
+    def text_tokens(self) -> int:
+        """Input tokens that are the documents' own (chunk text and metadata lines)."""
+        return max(0, self.input_tokens - self.fixed_prompt_tokens)
+
+    def as_dict(self) -> dict[str, object]:
+        """The figures as one JSON object (``insights estimate --json``)."""
+        return {
+            "model": self.model,
+            "documents": self.documents,
+            "chunks": self.chunks,
+            "calls": self.calls,
+            "input_tokens": self.input_tokens,
+            "fixed_prompt_tokens": self.fixed_prompt_tokens,
+            "fixed_prompt_tokens_per_call": self.fixed_tokens_per_call,
+            "text_tokens": self.text_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": self.cost_usd,
+            "batch_cost_usd": self.batch_cost_usd,
+            "raw_tokens": self.raw_tokens,
+            "clean_tokens": self.clean_tokens,
+            "tokenizer": self.tokenizer,
+        }
 
     @property
     def noise_tokens_saved(self) -> int:
         """Tokens that cleaning (HTML, entities, base64 images, tags) kept away from the model."""
         return max(0, self.raw_tokens - self.clean_tokens)
+
+
+def tool_schema_json() -> str:
+    """The tool schema as sent with every call: the extraction tool's JSON schema, serialized compactly as
+    the HTTP client sends request bodies."""
+    return json.dumps(GroundedExtraction.model_json_schema(), separators=(",", ":"), ensure_ascii=False)
+
+
+def fixed_prompt_tokens(count: Callable[[str], int]) -> int:
+    """Tokens every call sends whatever the document: the system message, the tool schema, and the user
+    message rendered for an empty document with no metadata (its template and delimiter lines)."""
+    empty = render_messages(document_id="", title="", text="")
+    return count(tool_schema_json()) + sum(count(m["content"]) for m in empty)
 
 
 class Estimator:
@@ -75,7 +124,7 @@ class Estimator:
     def __init__(self, settings: Settings, *, output_tokens_per_call: int = DEFAULT_OUTPUT_TOKENS_PER_CALL) -> None:
         self.settings, self.output_tokens_per_call = settings, output_tokens_per_call
         self._name, self._count = tokenizer(settings.model)
-        self._tool = self._count(json.dumps(GroundedExtraction.model_json_schema()))
+        self._tool = self._count(tool_schema_json())
         self._prices = load_prices(settings.prices_path)
         self.documents = self.chunks = self.input_tokens = self.raw_tokens = self.clean_tokens = 0
 
@@ -107,6 +156,7 @@ class Estimator:
             batch_cost_usd=cost(self.settings.model, self.input_tokens, output_tokens, self._prices, batch=True),
             raw_tokens=self.raw_tokens,
             clean_tokens=self.clean_tokens,
+            fixed_tokens_per_call=fixed_prompt_tokens(self._count),
         )
 
 

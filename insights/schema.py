@@ -20,7 +20,7 @@ does not enforce them: an answer over a cap is kept whole, since nothing the mod
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, TypeAlias, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -57,63 +57,72 @@ KIND_CAP = 12
 
 Quotes = Annotated[
     list[str],
-    Field(
-        min_length=1,
-        json_schema_extra={"maxItems": QUOTES_CAP},
-        description="One to three short passages copied word for word from the document (not paraphrased), "
-        "each a sentence or clause that on its own supports the statement.",
-    ),
+    Field(min_length=1, json_schema_extra={"maxItems": QUOTES_CAP}),  # what a quote is: prompts/system.md
 ]
-Statement = Annotated[
-    str, Field(min_length=1, description="One plain English sentence stating the insight in your own words.")
-]
+Statement = Annotated[str, Field(min_length=1)]
+
+
+def _bare_properties(schema: dict[str, Any]) -> None:
+    # The drafts' schema travels with every call: pydantic's titles ("Statement", "Champion Type") repeat
+    # the property names, and defaults only restate "not required"; both cost tokens on every request.
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+        prop.pop("default", None)
+
+
+def _bare_draft(schema: dict[str, Any]) -> None:
+    # A draft's name in $defs says what it is, and the system prompt defines it: no title, no description
+    # (the tool's own title is its name, and its description is the tool's: both stay).
+    schema.pop("title", None)
+    schema.pop("description", None)
+    _bare_properties(schema)
 
 
 # --------------------------------------------------------------------------------------------------- drafts
+# The drafts' descriptions are short on purpose: they are sent with every call, and the system prompt
+# (prompts/system.md) carries each kind's definition once.
 class _Draft(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_bare_draft)
 
     statement: Statement
     quotes: Quotes
 
 
-class BarrierDraft(_Draft):
-    """Something that blocked or slowed innovation, as the document describes it."""
+class FactorDraft(_Draft):
+    """A barrier or an enabler."""
 
     category: Category
     level: Level
 
 
-class EnablerDraft(_Draft):
-    """Something that made innovation possible or easier, as the document describes it."""
-
-    category: Category
-    level: Level
+#: Barriers and enablers have one shape, sent once in the schema (the list they are in says which).
+BarrierDraft: TypeAlias = FactorDraft
+EnablerDraft: TypeAlias = FactorDraft
 
 
 class ChampionDraft(_Draft):
-    """A named person, team or organization that actively pushed the innovation forward."""
+    """A champion."""
 
-    name: str = Field(description="The name exactly as the document writes it.")
+    name: str = Field(description="As the document writes it.")
     champion_type: ChampionType
-    affiliation: str = Field("", description="Organization the champion belongs to, if the document says.")
+    affiliation: str = Field("", description="If stated.")
     sector: Sector = "unknown"
-    contribution: str = Field(description="What the champion did, in one sentence.")
+    contribution: str = Field(description="What they did, in one sentence.")
 
 
 class FailedExperimentDraft(_Draft):
-    """An experiment, pilot or initiative the authors say failed or fell short, and why."""
+    """A failed experiment."""
 
-    name: str = Field(description="The experiment's name or a short label for it.")
+    name: str = Field(description="Its name or a short label.")
     what_was_tried: str
-    why_it_failed: str
-    lesson: str = Field("", description="The lesson the authors draw, if they state one.")
+    why_it_failed: str = Field(description="As the document explains it.")
+    lesson: str = Field("", description="If stated.")
 
 
 class Extraction(BaseModel):
     """Every barrier, enabler, champion and failed experiment the document itself states."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_bare_properties)
 
     barriers: list[BarrierDraft] = Field(default_factory=list, json_schema_extra={"maxItems": KIND_CAP})
     enablers: list[EnablerDraft] = Field(default_factory=list, json_schema_extra={"maxItems": KIND_CAP})

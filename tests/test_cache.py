@@ -462,7 +462,9 @@ def test_user_prices_override_and_extend(tmp_path: Path) -> None:
     prices = load_prices(file)
     assert prices["gpt-4o-mini"] == Price(input=1.0, output=2.0)
     assert prices["gpt-4o"] == DEFAULT_PRICES["gpt-4o"]
-    assert DEFAULT_PRICES["gpt-4o-mini"] == Price(0.15, 0.60, batch_input=0.075, batch_output=0.30)  # untouched
+    assert DEFAULT_PRICES["gpt-4o-mini"] == Price(
+        0.15, 0.60, batch_input=0.075, batch_output=0.30, cached_input=0.075
+    )  # untouched
     assert cost("gpt-4o-mini-2024-07-18", 1_000_000, 1_000_000, prices) == pytest.approx(3.0)
     assert cost("llama3", 5000, 5000, prices) == 0.0
 

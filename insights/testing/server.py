@@ -90,6 +90,8 @@ request number); leftover probability is ``ok``. The actions:
                    ``max_tokens`` but ``finish_reason`` as if it had ended (``tool_calls``/``stop``):
                    what llama.cpp's server reports for an answer it stopped at the cap
 ``at_cap``         200, the normal answer, whole, with ``completion_tokens`` equal to ``max_tokens``
+``prompt_cached``  200, the normal answer, with ``usage.prompt_tokens_details.cached_tokens`` half of
+                   ``prompt_tokens`` (rounded down): the provider served that much from its prompt cache
 ``raw_newlines``   200, the normal answer with the first space of every statement written as a raw
                    newline inside the JSON string (llama.cpp's JSON grammar lets control characters through)
 ``wrong_shape``    200, a JSON object with none of the four lists (``{"title": ..., "type": ...}``), as a
@@ -185,6 +187,7 @@ ACTIONS: tuple[str, ...] = (
     "500_echo",
     "cut_off",
     "at_cap",
+    "prompt_cached",
     "raw_newlines",
     "wrong_shape",
     "unsupported_mode",
@@ -1128,17 +1131,20 @@ class ReferenceServer:
             if isinstance(limit, int) and limit > 0:
                 completion_tokens = limit
         prompt_tokens = max(1, request.prompt_chars // 4)
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        if action == "prompt_cached":
+            usage["prompt_tokens_details"] = {"cached_tokens": prompt_tokens // 2}
         completion = {
             "id": f"chatcmpl-{digest[:24]}",
             "object": "chat.completion",
             "created": CREATED,
             "model": str(body.get("model", MODEL_ID)),
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+            "usage": usage,
             "system_fingerprint": "fp_reference",
         }
         return _dumps(completion)
