@@ -12,7 +12,8 @@ PY="${PYTHON:-python}"
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
 
 failed=0
-for bench in bench_overhead bench_concurrency bench_cache bench_load; do
+for bench in bench_overhead bench_concurrency bench_cache bench_load bench_tail bench_resume bench_startup \
+    bench_batch_cost bench_report bench_themes bench_review grounding_rule; do
     script="benchmarks/$bench.py"
     if [ ! -f "$script" ]; then
         echo "== $bench: not present, skipped"
