@@ -147,7 +147,6 @@ def test_bootstrap_intervals_are_deterministic_and_hold_the_estimate(replayed: l
     value, (low, high) = result.metrics()["barrier.recall"], first["barrier.recall"]
     assert value is not None and low <= value <= high and low < high <= 1.0
     assert first["enabler.recall"] == (1.0, 1.0)  # untouched: every resample scores 1
-    assert result.intervals(seed=1) != first  # the seed is what makes it repeatable
 
 
 def test_percentile_interval() -> None:
