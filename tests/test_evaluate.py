@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import ANNOTATIONS, CASSETTES, REPO, SEEDS
@@ -23,6 +25,7 @@ from insights.evaluate import (
     score_file,
 )
 from insights.output import sidecar
+from insights.testing.server import ReferenceServer
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +233,40 @@ def test_annotations_ship_in_the_wheel(tmp_path: Path) -> None:
         assert sorted(p.name for p in d.glob("*.json")) == sorted(
             p.name for p in (ANNOTATIONS.parent / d.name).glob("*.json")
         )
+
+
+# -------------------------------------------------------------------------------- scripts/score_model.py
+def _score_model() -> Any:
+    spec = importlib.util.spec_from_file_location("score_model", REPO / "scripts" / "score_model.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_score_model_refuses_the_reference_servers_answers(tmp_path: Path) -> None:
+    score_model = _score_model()
+    argv = ["--model", "gpt-4o-mini", "--results", str(tmp_path), "--documents", str(SEEDS)]
+    with ReferenceServer(ANNOTATIONS) as server:
+        assert score_model.main([*argv, "--base-url", server.url]) == 2
+    assert not (tmp_path / "gpt-4o-mini.json").exists()
+    assert (tmp_path / "gpt-4o-mini.output.jsonl").exists()  # the run is kept, the score is not written
+    with pytest.raises(SystemExit) as refused:
+        score_model.main([*argv, "--", "--replay", str(CASSETTES / "seeds-replay.jsonl")])
+    assert refused.value.code == 2
+
+
+def test_score_model_writes_the_scores_and_the_spend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    score_model = _score_model()
+    monkeypatch.setattr(score_model, "not_live", lambda cache, ledger: [])  # stand in for a live endpoint
+    argv = ["--model", "org/model:1", "--results", str(tmp_path), "--documents", str(SEEDS)]
+    with ReferenceServer(ANNOTATIONS) as server:
+        assert score_model.main([*argv, "--base-url", server.url, "--", "--concurrency", "2"]) == 0
+    result = json.loads((tmp_path / "org_model_1.json").read_text())
+    assert result["model"] == "org/model:1" and result["endpoint"].startswith("127.0.0.1:")
+    assert result["documents"] == {"given": 5, "scored": 5, "finished": 5, "failed": 0}
+    assert result["spend"]["calls"] == 5 and result["spend"]["tokens"] > 0
+    assert result["spend"]["cost_usd"] is None and result["spend"]["cost_note"] == "no price for this model"
+    assert result["scores"]["counts"]["all"]["reference"] == 61
+    assert result["scores"]["metrics"]["all.f1"]["interval"] is not None
+    assert result["prompt_version"] == insights.prompts.load_prompts().version
