@@ -408,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="score an output file against reference annotations, or compare two runs",
         description="Precision, recall and F1 per kind of an OUT.jsonl against annotation files, with category "
         "and level agreement (Cohen's kappa) on matched barriers and enablers, verbatim, grounding and rejected "
-        "rates, and 95%% bootstrap intervals over documents. A predicted insight matches a reference one of the "
+        "rates, and 95% bootstrap intervals over documents. A predicted insight matches a reference one of the "
         "same kind when their passages overlap by at least half. With --compare A.jsonl B.jsonl, every "
         "metric of both runs and B - A with a paired interval (a prompt or model A/B).",
     )
