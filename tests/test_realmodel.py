@@ -48,17 +48,20 @@ pytestmark = [
 ]
 
 
+def _extract_parser() -> Any:
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    return sub.choices["extract"]  # type: ignore[index]
+
+
 def extract_options() -> set[str]:
     """The options ``insights extract`` has in this version of the library."""
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    extract = sub.choices["extract"]  # type: ignore[index]
-    return {s for action in extract._actions for s in action.option_strings}
+    return {s for action in _extract_parser()._actions for s in action.option_strings}
 
 
 def modes() -> list[str]:
-    """The structured-output modes to run: every one the CLI offers (tools only before ``--mode``)."""
-    return ["tools", "json", "json_schema"] if "--mode" in extract_options() else ["tools"]
+    """The structured-output modes to run: every choice of ``--mode`` (tools only where there is none)."""
+    mode = next((a for a in _extract_parser()._actions if "--mode" in a.option_strings), None)
+    return list(mode.choices) if mode is not None and mode.choices else ["tools"]
 
 
 def extract_argv(
