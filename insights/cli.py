@@ -415,31 +415,74 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ evaluate
+def _fmt(value: float | None, interval: Any = None) -> str:
+    if value is None:
+        return "—"
+    if interval is None:
+        return f"{value:.3f}"
+    return f"{value:.3f} [{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .decisions import reviewed_lines
-    from .evaluate import load_annotations, score
+    from .evaluate import annotation_dirs, compare, report, score_file
     from .output import read_jsonl
 
+    runs = list(args.compare) if args.compare else [args.output]
+    paths = [args.output, *args.paths] if args.compare and args.output else list(args.paths)
+    if not runs[0] or not paths:
+        raise ConfigError("evaluate needs OUT.jsonl and the documents (PATH...), or --compare A.jsonl B.jsonl PATH...")
+    folders = args.annotations or annotation_dirs()
+    if not folders:
+        raise ConfigError("no annotation folders: pass --annotations DIR")
+    documents = load_corpus(paths)
     try:
-        reviewed = reviewed_lines(args.output, read_jsonl(args.output), raw=args.raw, decisions=args.decisions)
-        result = score(reviewed.lines, load_annotations(args.annotations), load_corpus(args.paths))
+        reviewed = [reviewed_lines(run, read_jsonl(run), raw=args.raw, decisions=args.decisions) for run in runs]
+        scores = [score_file(run, folders, documents, lines=r.lines) for run, r in zip(runs, reviewed, strict=True)]
     except (OSError, ValueError) as exc:  # a missing folder or a malformed annotation file
         raise ConfigError(f"annotations: {exc}") from exc
-    if not result.documents:
-        raise ConfigError(f"none of the documents given has an annotation in {args.annotations}")
-    if reviewed.summary():
-        _say(reviewed.summary())
-    print(f"{result.documents} annotated document(s); a match shares at least half a passage")
-    print(
-        f"{'kind':<18} {'pred':>5} {'ref':>5} {'match':>5} {'precision':>9} {'recall':>7} {'F1':>6}"
-        "  category/level agree"
-    )
-    for name, k in [*result.kinds.items(), ("all", result.total)]:
-        agree = f"{k.same_category}/{k.matched}, {k.same_level}/{k.matched}" if name in ("barrier", "enabler") else ""
-        print(
-            f"{name:<18} {k.predicted:>5} {k.reference:>5} {k.matched:>5} {k.precision:>9.3f} {k.recall:>7.3f} "
-            f"{k.f1:>6.3f}  {agree}"
-        )
+    for r in reviewed:
+        if r.summary():
+            _say(r.summary())
+    where = ", ".join(str(f) for f in folders)
+    if not scores[0].documents:
+        raise ConfigError(f"none of the documents given has an annotation in {where}")
+    if args.compare:
+        diffs = compare(scores[0], scores[1], args.resamples, args.seed)
+        if args.json:
+            print(json.dumps({name: vars(d) for name, d in diffs.items()}, indent=2))
+            return 0
+        print(f"{scores[0].documents} annotated document(s) ({where}); A = {runs[0]}, B = {runs[1]}")
+        print(f"B − A with a paired bootstrap 95% interval over documents ({args.resamples} resamples)")
+        print(f"{'metric':<28} {'A':>6} {'B':>6}  B − A [95% interval]")
+        for name, d in diffs.items():
+            print(f"{name:<28} {_fmt(d.a):>6} {_fmt(d.b):>6}  {_fmt(d.diff, d.interval)}")
+        return 0
+    result = report(scores[0], args.resamples, args.seed)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    m = result["metrics"]
+    print(f"{result['documents']} annotated document(s) ({where}); a match shares at least half a passage")
+    print(f"95% intervals: bootstrap over documents, {args.resamples} resamples")
+    if result["not_done"]:
+        missing = ", ".join(result["not_done"])
+        print(f"not in the run's ledger (failed or not run, scored as finding nothing): {missing}")
+    print(f"{'kind':<18} {'pred':>5} {'ref':>5} {'match':>5}  {'precision':<22} {'recall':<22} F1")
+    for name, c in result["counts"].items():
+        cells = [_fmt(m[f"{name}.{x}"]["value"], m[f"{name}.{x}"]["interval"]) for x in ("precision", "recall", "f1")]
+        counts = f"{name:<18} {c['predicted']:>5} {c['reference']:>5} {c['matched']:>5}"
+        print((counts + "  " + " ".join(f"{x:<22}" for x in cells)).rstrip())
+    print("on matched barriers and enablers:")
+    for name in ("barrier", "enabler", "all"):
+        cells = []
+        for label in ("category", "level"):
+            agree, kappa = m[f"{name}.{label}_agreement"], m[f"{name}.{label}_kappa"]
+            cells.append(f"{label} agree {_fmt(agree['value'])}, κ {_fmt(kappa['value'], kappa['interval'])}")
+        print(f"  {name:<8} " + "; ".join(cells))
+    for name in ("verbatim_rate", "grounding_rate", "rejected_rate"):
+        note = "" if m[name]["value"] is not None or name == "verbatim_rate" else " (no ledger beside the output)"
+        print(f"{name:<18} {_fmt(m[name]['value'], m[name]['interval'])}{note}")
     return 0
 
 
@@ -931,16 +974,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser(
         "evaluate",
-        help="score an output file against reference annotations",
-        description="Precision, recall and F1 per kind of an OUT.jsonl against annotation files (evals/seeds is "
-        "the start of such a set). A predicted insight matches a reference one of the same kind when their "
-        "passages overlap by at least half.",
+        help="score an output file against reference annotations, or compare two runs",
+        description="Precision, recall and F1 per kind of an OUT.jsonl against annotation files, with category "
+        "and level agreement (Cohen's kappa) on matched barriers and enablers, verbatim, grounding and rejected "
+        "rates, and 95% bootstrap intervals over documents. A predicted insight matches a reference one of the "
+        "same kind when their passages overlap by at least half. With --compare A.jsonl B.jsonl, every "
+        "metric of both runs and B - A with a paired interval (a prompt or model A/B).",
     )
-    ev.add_argument("output", metavar="OUT.jsonl", help="the output of insights extract")
-    ev.add_argument("paths", nargs="+", metavar="PATH", help="the documents the output was extracted from")
+    ev.add_argument("output", nargs="?", metavar="OUT.jsonl", help="the output of insights extract")
+    ev.add_argument("paths", nargs="*", metavar="PATH", help="the documents the output was extracted from")
     ev.add_argument(
-        "--annotations", default="evals/seeds", metavar="DIR", help="annotation files (default evals/seeds)"
+        "--compare", nargs=2, metavar=("A.jsonl", "B.jsonl"), help="compare two runs (then every PATH is a document)"
     )
+    ev.add_argument(
+        "--annotations",
+        action="append",
+        metavar="DIR",
+        help="annotation folder, repeatable (default: every set shipped with insights: evals/seeds, evals/corpus)",
+    )
+    ev.add_argument("--json", action="store_true", help="print the report as JSON")
+    ev.add_argument("--resamples", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)")
+    ev.add_argument("--seed", type=int, default=0, metavar="N", help="bootstrap seed (default 0)")
     _review_options(ev)
     ev.set_defaults(func=cmd_evaluate)
 

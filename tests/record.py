@@ -7,6 +7,7 @@
 2. ``cassettes/**/*.yaml`` — the vcrpy cassettes of ``tests/test_cassettes.py``, ``tests/test_modes.py``
    (one per mode in ``cassettes/modes``; the faults in ``cassettes/faults``) and the theme-label cassette of
    ``tests/test_themes.py``.
+   (``cassettes/realmodel/`` holds a real model's answers; ``python scripts/realmodel.py --record`` re-records it.)
 3. ``cassettes/RECORDED.json`` — where they came from, and the model name the tests must ask for.
 
 Without ``OPENAI_API_KEY`` everything is recorded from the project's reference server on loopback, which
@@ -61,7 +62,8 @@ def record_replay_file(base_url: str, api_key: str, model: str, source: str) -> 
 def main() -> int:
     live_key = os.environ.get("OPENAI_API_KEY")
     model = os.environ.get("INSIGHTS_MODEL") or "gpt-4o-mini"
-    for old in CASSETTES.rglob("*.yaml"):
+    # cassettes/realmodel/ comes from a real model, not from here: `python scripts/realmodel.py --record`.
+    for old in [*CASSETTES.glob("seeds/*.yaml"), *CASSETTES.glob("faults/*.yaml")]:
         old.unlink()
     if live_key:
         base_url = os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
