@@ -225,11 +225,19 @@ def test_a_scripted_review_survives_reruns_and_is_applied_everywhere(
     document = ReviewSession(run).docs[[d.id for d in ReviewSession(run).docs].index(DOC)].document
     assert document is not None and check_annotation(data, document) == []
     capsys.readouterr()
-    assert cli.main(["evaluate", str(run), str(seed_dir), "--annotations", str(gold)]) == 0
-    table = capsys.readouterr().out
-    assert re.search(r"^all\s+6\s+6\s+6\s+1\.000\s+1\.000\s+1\.000", table, re.MULTILINE), table
-    assert cli.main(["evaluate", str(run), str(seed_dir), "--annotations", str(gold), "--raw"]) == 0
-    assert re.search(r"^all\s+9\s+6\s+6\s+0\.667\s+1\.000", capsys.readouterr().out, re.MULTILINE)
+
+    def evaluated(*extra: str) -> tuple[dict[str, int], dict[str, float]]:
+        assert cli.main(["evaluate", str(run), str(seed_dir), "--annotations", str(gold), "--json", *extra]) == 0
+        result = json.loads(capsys.readouterr().out)
+        metrics = {x: result["metrics"][f"all.{x}"]["value"] for x in ("precision", "recall", "f1")}
+        return result["counts"]["all"], metrics
+
+    counts, metrics = evaluated()
+    assert (counts["predicted"], counts["reference"], counts["matched"]) == (6, 6, 6)
+    assert metrics == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    counts, metrics = evaluated("--raw")
+    assert (counts["predicted"], counts["reference"], counts["matched"]) == (9, 6, 6)
+    assert round(metrics["precision"], 3) == 0.667 and metrics["recall"] == 1.0
 
     # 4. Another model, over the same output (--overwrite): decisions carried or stale, each listed.
     with ReferenceServer(another_models_answers(plan)) as other:
