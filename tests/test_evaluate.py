@@ -221,7 +221,7 @@ def test_annotations_ship_in_the_wheel(tmp_path: Path) -> None:
     wheels, target = tmp_path / "wheels", tmp_path / "site"
     pip = [sys.executable, "-m", "pip", "--quiet"]
     subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), str(REPO)], check=True)
-    wheel = next(wheels.glob("insights-*.whl"))
+    wheel = next(wheels.glob("grounded_insights-*.whl"))  # the distribution name (pyproject.toml)
     subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True)
     probe = "import insights.evaluate as e; print('\\n'.join(str(d) for d in e.annotation_dirs()))"
     env = {"PATH": "", "PYTHONPATH": str(target), "HOME": str(tmp_path)}
