@@ -50,7 +50,7 @@ import os
 import random
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -178,7 +178,7 @@ def agreement(pairs: Sequence[tuple[str, str]]) -> float | None:
     return sum(1 for a, b in pairs if a == b) / len(pairs) if pairs else None
 
 
-def cohen_kappa(pairs: Sequence[tuple[str, str]]) -> float | None:
+def cohen_kappa(pairs: Sequence[tuple[Hashable, Hashable]]) -> float | None:
     """Cohen's κ of two raters' labels, given as pairs; ``None`` when undefined (no pairs, or p_e = 1)."""
     n = len(pairs)
     if not n:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -33,6 +32,7 @@ from pydantic import ValidationError
 from .decisions import EDITABLE, Decision, Reviewed, apply_decisions, resolve
 from .documents import Document
 from .errors import OutputError
+from .evaluate import cohen_kappa as evaluate_kappa
 from .schema import DRAFT_FIELDS, KINDS, Extraction
 
 __all__ = ["Agreement", "GoldResult", "agreement", "check_annotation", "cohen_kappa", "export_gold", "gold_item"]
@@ -187,17 +187,11 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> Path:
 
 # -------------------------------------------------------------------------------------------- agreement
 def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> float | None:
-    """Cohen's kappa of two raters' labels of the same items (``None``: no items, or chance agreement is
-    certain because both gave every item one and the same label)."""
+    """Cohen's kappa of two raters' labels of the same items, as :func:`insights.evaluate.cohen_kappa` computes
+    it (``None``: no items, or chance agreement is certain because both gave every item one label)."""
     if len(a) != len(b):
         raise ValueError("both raters must label the same items")
-    n = len(a)
-    if not n:
-        return None
-    observed = sum(x == y for x, y in zip(a, b, strict=True)) / n
-    ca, cb = Counter(a), Counter(b)
-    expected = sum(ca[k] * cb[k] for k in ca) / (n * n)
-    return None if expected == 1 else (observed - expected) / (1 - expected)
+    return evaluate_kappa(list(zip(a, b, strict=True)))
 
 
 @dataclass(frozen=True)
