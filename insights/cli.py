@@ -571,16 +571,10 @@ def _model_labels(args: argparse.Namespace, found: list[Any], records: list[dict
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write ``rows`` as JSON lines to ``path`` in one go (a temporary file renamed into place)."""
-    import os
+    """Write ``rows`` as JSON lines to ``path`` as a whole (see :func:`insights.output.write_atomically`)."""
+    from .output import write_atomically
 
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fp:
-            fp.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"{path}: {exc}") from exc
+    write_atomically(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8"))
 
 
 # -------------------------------------------------------------------------------------------- schema

@@ -168,9 +168,15 @@ def _retry_after(response: Any) -> float | None:
     return None
 
 
-def _error_code(exc: openai.APIStatusError) -> str:
+def _error_object(exc: openai.APIStatusError) -> dict[str, Any]:
+    """The ``error`` object of an OpenAI-style error body (or the body itself when it has none)."""
     body = exc.body if isinstance(exc.body, dict) else {}
-    inner = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+    inner = body.get("error", body)
+    return inner if isinstance(inner, dict) else {}
+
+
+def _error_code(exc: openai.APIStatusError) -> str:
+    inner = _error_object(exc)
     return str(inner.get("code") or inner.get("type") or getattr(exc, "code", "") or "")
 
 
@@ -369,8 +375,7 @@ class _DeadlineTransport(httpx2.HTTPTransport):
 
 
 def _error_fields(exc: openai.APIStatusError) -> tuple[str, str]:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    inner = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+    inner = _error_object(exc)
     words = " ".join(str(inner.get(k) or "") for k in ("code", "type"))
     return words, str(inner.get("message") or exc.message or "")
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -33,6 +32,7 @@ from .decisions import EDITABLE, Decision, Reviewed, apply_decisions, resolve
 from .documents import Document
 from .errors import OutputError
 from .evaluate import cohen_kappa as evaluate_kappa
+from .output import write_atomically
 from .schema import DRAFT_FIELDS, KINDS, Extraction
 
 __all__ = ["Agreement", "GoldResult", "agreement", "check_annotation", "cohen_kappa", "export_gold", "gold_item"]
@@ -170,18 +170,7 @@ def export_gold(
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> Path:
-    body = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fp:
-            fp.write(body)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        raise OutputError(f"{path}: cannot write: {exc}") from exc
+    write_atomically(path, (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
     return path
 
 

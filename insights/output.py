@@ -74,6 +74,7 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -727,6 +728,31 @@ def _cut(fd: int, size: int) -> None:
         os.ftruncate(fd, size)
     except OSError:
         pass
+
+
+def write_atomically(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` as a whole: a temporary file beside it, fsynced, then renamed into place, so
+    a reader (or a crash) sees the old file or the new one, never a part. Used for every file written in one
+    go (themes, gold annotations, the report).
+
+    Raises:
+        OutputError: the file cannot be written; no temporary file is left behind.
+    """
+    path = Path(path)
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as fp:
+            fp.write(data)
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.chmod(tmp, mode)  # mkstemp makes it private; these files are meant to be read and shared
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise OutputError(f"{path}: cannot write: {exc}") from exc
+    _sync_folder(path.parent)
 
 
 def _sync_folder(folder: Path) -> None:

@@ -61,7 +61,6 @@ import gzip
 import json
 import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -75,7 +74,7 @@ from .decisions import reviewed_lines
 from .documents import Document, iter_corpus
 from .errors import DocumentError, OutputError
 from .ids import line_insight_id
-from .output import read_jsonl, sidecar
+from .output import read_jsonl, sidecar, write_atomically
 from .report_themes import filter_options as theme_filter_options
 from .report_themes import pack_themes, theme_pages
 from .schema import KINDS, Category, Level
@@ -522,17 +521,7 @@ def write_report(
     report = build_report(out, paths, full_text=full_text, title=title, raw=raw, decisions=decisions, themes=themes)
     html = render_report(report).encode("utf-8")
     dest = Path(dest)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        with os.fdopen(fd, "wb") as fp:
-            fp.write(html)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be shared
-        os.replace(tmp, dest)
-    except OSError as exc:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        raise OutputError(f"{dest}: cannot write: {exc}") from exc
+    write_atomically(dest, html)
     status = Counter(d.status for d in report.documents)
     return ReportStats(dest, len(html), len(report.documents), len(report.insights), status["missing"],
                        status["changed"], report.review, report.themes.notes if report.themes else [])  # fmt: skip

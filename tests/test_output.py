@@ -328,3 +328,15 @@ def test_paths_the_inputs_do_not_read_are_accepted(
     (tmp_path / "docs" / "sub").mkdir(parents=True)
     (tmp_path / "docs" / "a.md").write_text("# A\n\nbody")
     OutputWriter(Path(output)).refuse_unsafe_paths(inputs)
+
+
+def test_write_atomically_replaces_whole_files_and_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    from insights.output import write_atomically
+
+    target = tmp_path / "themes.jsonl"
+    write_atomically(target, b"old\n")
+    write_atomically(target, b"new\n")
+    assert target.read_bytes() == b"new\n" and [p.name for p in tmp_path.iterdir()] == ["themes.jsonl"]
+    with pytest.raises(OutputError, match="cannot write"):
+        write_atomically(tmp_path / "missing" / "x.jsonl", b"data")
+    assert [p.name for p in tmp_path.iterdir()] == ["themes.jsonl"]
